@@ -1,0 +1,47 @@
+// Package tasks is the contract between the receiver, which enqueues, and the worker, which
+// processes: the asynq task type, its payload encoding and the dedupe ledger's Redis keys.
+// It is a leaf package so the receiver can import it without pulling in the worker.
+package tasks
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+)
+
+// TypeCallEvent is the asynq task type of one call detail event.
+const TypeCallEvent = "miitel:call_event"
+
+// KeyPrefix namespaces every key this service writes itself (asynq uses "asynq:").
+const KeyPrefix = "mcs:"
+
+// LedgerKey is the Redis key that remembers, for the dedupe window, that the event with this
+// dedupe key was delivered. It is written by the worker after a successful delivery, never by
+// the receiver, so an event that ended in the dead letter can be sent again.
+func LedgerKey(dedupeKey string) string { return KeyPrefix + "ledger:" + dedupeKey }
+
+// NewCallEvent encodes an event as a task. The dedupe key is the TaskID, so while the task is
+// queued, retrying or archived an exact re-send conflicts instead of queueing twice.
+func NewCallEvent(ev *miitel.Event, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("tasks: encode event: %w", err)
+	}
+	if ev.DedupeKey != "" {
+		opts = append([]asynq.Option{asynq.TaskID(ev.DedupeKey)}, opts...)
+	}
+	return asynq.NewTask(TypeCallEvent, b, opts...), nil
+}
+
+// DecodeCallEvent decodes a task's payload. A payload that does not decode can never succeed,
+// so the error wraps asynq.SkipRetry and the task goes straight to the dead letter.
+func DecodeCallEvent(t *asynq.Task) (*miitel.Event, error) {
+	var ev miitel.Event
+	if err := json.Unmarshal(t.Payload(), &ev); err != nil {
+		return nil, fmt.Errorf("tasks: decode %s payload: %v: %w", t.Type(), err, asynq.SkipRetry)
+	}
+	return &ev, nil
+}
