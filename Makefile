@@ -1,0 +1,49 @@
+# miitel-crm-sync — every build and test entry point. `make test` is what CI runs.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The Dockerfile builds with exactly these flags (a test in charts/test compares them).
+BUILD_FLAGS := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
+BUILD_PKG := ./cmd/miitel-crm-sync
+
+.PHONY: all build test test-go test-chart vet fmt-check bench fuzz soak run clean
+
+all: build
+
+## build: the static binary, built the same way as in the Dockerfile
+build:
+	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o bin/miitel-crm-sync $(BUILD_PKG)
+
+## test: everything CI runs: format, vet, unit + integration tests (race, shuffled), chart tests, build
+test: fmt-check vet test-go test-chart build
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test-go:
+	$(GO) test -race -shuffle=on -count=1 -timeout 10m ./...
+
+test-chart:
+	@if [ -f charts/test/go.mod ]; then cd charts/test && $(GO) test -count=1 -timeout 10m ./...; fi
+
+## bench: the benchmarks (receiver accept path, mapping render, ...)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: each fuzz target for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+## run: the embedded default (in-process Redis, dry-run CRM) on :8080
+run:
+	$(GO) run $(BUILD_PKG) serve
+
+clean:
+	rm -rf bin
