@@ -1,0 +1,270 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// resolveSecrets reads every Secret from its env var or file; each failure is recorded with
+// the secret's place in the config.
+func (c *Config) resolveSecrets(getenv func(string) string, errs *ErrorList) {
+	resolve := func(where string, s *Secret) {
+		if err := s.Resolve(getenv); err != nil {
+			errs.add("%s: %v", where, err)
+		}
+	}
+	resolve("redis.password", &c.Redis.Password)
+	resolve("redis.sentinel.password", &c.Redis.Sentinel.Password)
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		p := fmt.Sprintf("routes[%d]", i)
+		for j := range r.Auth.Bearer {
+			resolve(fmt.Sprintf("%s.auth.bearer[%d]", p, j), &r.Auth.Bearer[j])
+		}
+		for j := range r.Auth.Basic {
+			resolve(fmt.Sprintf("%s.auth.basic[%d].password", p, j), &r.Auth.Basic[j].Password)
+		}
+		for j := range r.Auth.Headers {
+			resolve(fmt.Sprintf("%s.auth.headers[%d].value", p, j), &r.Auth.Headers[j].Value)
+		}
+		for j := range r.Auth.Payload {
+			resolve(fmt.Sprintf("%s.auth.payload[%d].value", p, j), &r.Auth.Payload[j].Value)
+		}
+	}
+	for i := range c.Connections {
+		cn := &c.Connections[i]
+		p := fmt.Sprintf("connections[%d]", i)
+		if h := cn.HubSpot; h != nil {
+			resolve(p+".hubspot.private_app_token", &h.PrivateAppToken)
+			resolve(p+".hubspot.client_secret", &h.ClientSecret)
+			resolve(p+".hubspot.refresh_token", &h.RefreshToken)
+		}
+		if s := cn.Salesforce; s != nil {
+			resolve(p+".salesforce.client_secret", &s.ClientSecret)
+			resolve(p+".salesforce.private_key", &s.PrivateKey)
+			resolve(p+".salesforce.refresh_token", &s.RefreshToken)
+		}
+	}
+}
+
+// Validate reports every problem of an already loaded configuration at once.
+func (c *Config) Validate() error {
+	var errs ErrorList
+	c.validate(&errs)
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func (c *Config) validate(errs *ErrorList) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		errs.add("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		errs.add("log.format: %q is not json or text", c.Log.Format)
+	}
+	c.validateServer(errs)
+	c.validateRedis(errs)
+	if c.Queue.Name == "" {
+		errs.add("queue.name: must not be empty")
+	}
+	positive(errs, "queue.dedupe_window", c.Queue.DedupeWindow)
+	positive(errs, "queue.task_timeout", c.Queue.TaskTimeout)
+	if c.Queue.MaxRetry < 0 {
+		errs.add("queue.max_retry: must not be negative")
+	}
+	if c.Worker.Concurrency < 1 {
+		errs.add("worker.concurrency: must be at least 1")
+	}
+	positive(errs, "worker.shutdown_timeout", c.Worker.ShutdownTimeout)
+	positive(errs, "worker.state_ttl", c.Worker.StateTTL)
+	positive(errs, "worker.id_map_ttl", c.Worker.IDMapTTL)
+	positive(errs, "worker.retry_base", c.Worker.RetryBase)
+	if c.Worker.RetryMax < c.Worker.RetryBase {
+		errs.add("worker.retry_max: must not be below worker.retry_base")
+	}
+	c.validateConnections(errs)
+	c.validateRoutes(errs)
+}
+
+func (c *Config) validateServer(errs *ErrorList) {
+	s := c.Server
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		errs.add("server.listen: %q is not host:port: %v", s.Listen, err)
+	}
+	if s.MaxBodyBytes < 1<<10 {
+		errs.add("server.max_body_bytes: %d is too small (at least 1024)", s.MaxBodyBytes)
+	}
+	for name, d := range map[string]time.Duration{
+		"server.read_header_timeout": s.ReadHeaderTimeout, "server.read_timeout": s.ReadTimeout,
+		"server.write_timeout": s.WriteTimeout, "server.idle_timeout": s.IdleTimeout,
+		"server.enqueue_timeout": s.EnqueueTimeout, "server.shutdown_timeout": s.ShutdownTimeout,
+		"server.retry_after": s.RetryAfter,
+	} {
+		positive(errs, name, d)
+	}
+	for i, p := range s.TrustedProxies {
+		if _, _, err := net.ParseCIDR(p); err != nil {
+			errs.add("server.trusted_proxies[%d]: %q is not a CIDR", i, p)
+		}
+	}
+}
+
+func (c *Config) validateRedis(errs *ErrorList) {
+	r := c.Redis
+	set := 0
+	if r.URL != "" {
+		set++
+		u, err := url.Parse(r.URL)
+		switch {
+		case err != nil:
+			errs.add("redis.url: %v", err)
+		case u.Scheme != "redis" && u.Scheme != "rediss":
+			errs.add("redis.url: scheme %q is not redis or rediss", u.Scheme)
+		case u.User != nil:
+			if _, hasPass := u.User.Password(); hasPass {
+				errs.add("redis.url: must not contain a password; use redis.password {env|file}")
+			}
+		}
+	}
+	if r.Sentinel.MasterName != "" || len(r.Sentinel.Addrs) > 0 {
+		set++
+		if r.Sentinel.MasterName == "" || len(r.Sentinel.Addrs) == 0 {
+			errs.add("redis.sentinel: needs both master_name and addrs")
+		}
+	}
+	if len(r.Cluster.Addrs) > 0 {
+		set++
+	}
+	if set > 1 {
+		errs.add("redis: set only one of url, sentinel or cluster")
+	}
+}
+
+func (c *Config) validateConnections(errs *ErrorList) {
+	seen := map[string]bool{}
+	for i, cn := range c.Connections {
+		p := fmt.Sprintf("connections[%d]", i)
+		if !routeName.MatchString(cn.Name) {
+			errs.add("%s.name: %q must be lower-case letters, digits, - or _", p, cn.Name)
+		}
+		if seen[cn.Name] {
+			errs.add("%s.name: %q is used twice", p, cn.Name)
+		}
+		seen[cn.Name] = true
+		switch cn.Type {
+		case "hubspot":
+			if cn.HubSpot == nil {
+				errs.add("%s.hubspot: required for type hubspot", p)
+			} else if !cn.HubSpot.PrivateAppToken.Set() && !cn.HubSpot.ClientSecret.Set() {
+				errs.add("%s.hubspot: set private_app_token, or client_id + client_secret for OAuth", p)
+			} else if cn.HubSpot.ClientSecret.Set() && cn.HubSpot.ClientID == "" {
+				errs.add("%s.hubspot.client_id: required with client_secret", p)
+			}
+		case "salesforce":
+			if cn.Salesforce == nil {
+				errs.add("%s.salesforce: required for type salesforce", p)
+				continue
+			}
+			s := cn.Salesforce
+			if s.LoginURL == "" && s.TokenURL == "" {
+				errs.add("%s.salesforce.login_url: required (your My Domain URL)", p)
+			}
+			if s.ClientID == "" {
+				errs.add("%s.salesforce.client_id: required", p)
+			}
+			if s.ExternalIDField == "" {
+				errs.add("%s.salesforce.external_id_field: required (the Task External ID field, e.g. MiiTel_Detail_Id__c)", p)
+			}
+			switch s.Flow {
+			case "client_credentials":
+				if !s.ClientSecret.Set() {
+					errs.add("%s.salesforce.client_secret: required for flow client_credentials", p)
+				}
+			case "jwt":
+				if !s.PrivateKey.Set() || s.Username == "" {
+					errs.add("%s.salesforce: flow jwt needs private_key and username", p)
+				}
+			case "refresh_token":
+			default:
+				errs.add("%s.salesforce.flow: %q is not client_credentials, jwt or refresh_token", p, s.Flow)
+			}
+		case "dryrun":
+		default:
+			errs.add("%s.type: %q is not hubspot, salesforce or dryrun", p, cn.Type)
+		}
+		if cn.RateLimit.Requests < 0 || cn.RateLimit.Per < 0 || cn.RateLimit.SearchPerSecond < 0 {
+			errs.add("%s.rate_limit: values must not be negative", p)
+		}
+	}
+}
+
+func (c *Config) validateRoutes(errs *ErrorList) {
+	if len(c.Routes) == 0 {
+		errs.add("routes: at least one route is required")
+	}
+	conns := map[string]bool{}
+	for _, cn := range c.Connections {
+		conns[cn.Name] = true
+	}
+	seen := map[string]bool{}
+	for i, r := range c.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		if !routeName.MatchString(r.Name) {
+			errs.add("%s.name: %q must be lower-case letters, digits, - or _ (it is the URL path /webhooks/miitel/<name>)", p, r.Name)
+		}
+		if seen[r.Name] {
+			errs.add("%s.name: %q is used twice", p, r.Name)
+		}
+		seen[r.Name] = true
+		if r.Connection != "" && !conns[r.Connection] {
+			errs.add("%s.connection: %q is not a configured connection", p, r.Connection)
+		}
+		a := r.Auth
+		if len(a.Bearer)+len(a.Basic)+len(a.Headers)+len(a.Payload) == 0 && !a.Insecure {
+			errs.add("%s.auth: no credential configured; add bearer, basic, headers or payload (MiiTel's additional headers/payload)", p)
+		}
+		for j, b := range a.Basic {
+			if b.Username == "" || strings.Contains(b.Username, ":") {
+				errs.add("%s.auth.basic[%d].username: must be non-empty and contain no ':'", p, j)
+			}
+		}
+		for j, h := range a.Headers {
+			if h.Name == "" {
+				errs.add("%s.auth.headers[%d].name: required", p, j)
+			}
+		}
+		for j, pl := range a.Payload {
+			if pl.Key == "" || pl.Key == "call" || pl.Key == "challenge" {
+				errs.add("%s.auth.payload[%d].key: %q cannot be used (empty, call or challenge)", p, j, pl.Key)
+			}
+		}
+		for j, cidr := range a.AllowCIDRs {
+			if _, _, err := net.ParseCIDR(cidr); err != nil {
+				errs.add("%s.auth.allow_cidrs[%d]: %q is not a CIDR", p, j, cidr)
+			}
+		}
+	}
+}
+
+func positive(errs *ErrorList, name string, d time.Duration) {
+	if d <= 0 {
+		errs.add("%s: must be a positive duration (e.g. 30s, 24h)", name)
+	}
+}
+
+func (l *ErrorList) add(format string, a ...any) { *l = append(*l, fmt.Errorf(format, a...)) }
+
+// Embedded reports whether no Redis is configured, so the in-process Redis is used.
+func (r Redis) Embedded() bool {
+	return r.URL == "" && r.Sentinel.MasterName == "" && len(r.Cluster.Addrs) == 0
+}
