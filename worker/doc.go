@@ -1,0 +1,15 @@
+// Package worker delivers queued MiiTel call events to the CRMs. It is an asynq server whose
+// one task type (tasks.TypeCallEvent) is handled by a Processor: the dry-run sink until a
+// CRM is configured, the delivery pipeline otherwise.
+//
+// Retries are asynq's alone, decided by the error a Processor returns:
+//   - nil: delivered. The event's dedupe key is written to the ledger (with the dedupe
+//     window as TTL) so MiiTel's periodic re-sends of it are dropped by the receiver.
+//   - an error wrapping asynq.SkipRetry (mapping errors, CRM validation errors): archived at
+//     once, the error text kept as the dead letter's reason.
+//   - an error with RetryAfter() > 0 (Retry-After, rate-limit windows): retried after that.
+//   - an error with Throttled() true (429, daily allowance, a broken CRM connection): retried
+//     without counting as a failed attempt, so throttling never exhausts a task's retries.
+//   - anything else: retried with capped exponential backoff and jitter, counted, and
+//     archived after queue.max_retry failed attempts.
+package worker
