@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,4 +197,3 @@ func TestRetryDelay(t *testing.T) {
 		}
 	}
 }
-
