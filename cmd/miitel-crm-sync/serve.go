@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/receiver"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker"
+)
+
+// role says which long-running parts a process runs.
+type role struct{ receiver, worker bool }
+
+func runServe(ctx context.Context, env *environment, args []string) error {
+	return runProcess(ctx, env, args, "serve", role{receiver: true, worker: true},
+		"Runs the webhook receiver and the CRM worker in one process. With no --config it runs the\n"+
+			"embedded default: port 8080, one open route /webhooks/miitel/default, an in-process Redis\n"+
+			"(nothing is durable) and a dry-run CRM connector that logs the requests it would send.")
+}
+
+func runReceiver(ctx context.Context, env *environment, args []string) error {
+	return runProcess(ctx, env, args, "receiver", role{receiver: true},
+		"Runs only the webhook receiver: answers MiiTel's challenge and queues every call detail\n"+
+			"in Redis. Scale it separately from the worker; both must name the same Redis.")
+}
+
+func runWorker(ctx context.Context, env *environment, args []string) error {
+	return runProcess(ctx, env, args, "worker", role{worker: true},
+		"Runs only the CRM worker: takes queued call events from Redis, renders the route's mapping\n"+
+			"and upserts the activity into the CRM. Serves /healthz, /readyz and /metrics on\n"+
+			"worker.metrics_listen (default :9090).")
+}
+
+// configFlag registers --config, defaulting to $MCS_CONFIG.
+func configFlag(env *environment, fs interface {
+	StringVar(p *string, name, value, usage string)
+}) *string {
+	p := new(string)
+	fs.StringVar(p, "config", env.getenv("MCS_CONFIG"), "config file (YAML); empty runs the embedded default (env MCS_CONFIG)")
+	return p
+}
+
+// runProcess is main's run for the long-running subcommands: load config, build the logger,
+// open Redis, start the parts under one context and wait for all of them to stop.
+func runProcess(ctx context.Context, env *environment, args []string, name string, r role, description string) error {
+	fs := newFlagSet(env, name, "[--config FILE]", description)
+	cfgPath := configFlag(env, fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath, env.getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	log := newLogger(env, cfg.Log)
+	log.Info("starting", "command", name, "version", version, "config", cfg.Dump())
+
+	rdb, closeRedis, err := openRedis(cfg.Redis, log)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	g, ctx := errgroup.WithContext(ctx)
+	if r.receiver {
+		rcv, err := receiver.New(receiver.Options{
+			Routes: cfg.Routes, Server: cfg.Server, Queue: cfg.Queue, Redis: rdb,
+			Logger: log.With("component", "receiver"), Registerer: reg, Gatherer: reg,
+		})
+		if err != nil {
+			return usageError{err}
+		}
+		g.Go(func() error { return rcv.Run(ctx) })
+	}
+	if r.worker {
+		proc, err := newProcessor(ctx, cfg, rdb, log, reg)
+		if err != nil {
+			return err
+		}
+		w, err := worker.New(worker.Options{
+			Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: proc,
+			Logger: log.With("component", "worker"), Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return w.Run(ctx) })
+		if !r.receiver { // the receiver already serves health and metrics in `serve`
+			ops := worker.NewOps(cfg.Worker.MetricsListen, rdb, reg, cfg.Worker.ShutdownTimeout, log)
+			g.Go(func() error { return ops.Run(ctx) })
+		}
+	}
+	err = g.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped", "command", name)
+	return nil
+}
+
+// newProcessor picks what the worker does with each event.
+func newProcessor(_ context.Context, _ *config.Config, _ redis.UniversalClient, log *slog.Logger, _ prometheus.Registerer) (worker.Processor, error) {
+	return worker.DryRunSink{Log: log.With("component", "dryrun")}, nil
+}
+
+func newLogger(env *environment, c config.Log) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level)) // validated by config.Load
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(env.stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(env.stderr, opts))
+}
+
+// openRedis connects to the configured Redis, or starts the embedded in-process one.
+func openRedis(c config.Redis, log *slog.Logger) (redis.UniversalClient, func(), error) {
+	if c.Embedded() {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.Start(); err != nil {
+			return nil, nil, fmt.Errorf("embedded redis: %w", err)
+		}
+		log.Warn("NO REDIS CONFIGURED: using an in-process Redis. NOTHING IS DURABLE: queued calls are lost when this process stops. Set redis.url (or MCS_REDIS_URL) for anything but a trial.",
+			"embedded_redis", mr.Addr())
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		return rdb, func() { _ = rdb.Close(); mr.Close() }, nil
+	}
+	o, err := c.UniversalOptions()
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	rdb := redis.NewUniversalClient(o)
+	return rdb, func() { _ = rdb.Close() }, nil
+}
+
+func runConfig(_ context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "config", "[--config FILE]",
+		"Loads the config file exactly as the service would (defaults, file, MCS_* environment,\n"+
+			"secrets) and prints it as JSON with secrets masked. Exit 2 lists every problem.")
+	cfgPath := configFlag(env, fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath, env.getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	fmt.Fprintln(env.stdout, cfg.Dump())
+	return nil
+}
+
