@@ -1,0 +1,344 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Outcomes label the requests metric and the request log line.
+const (
+	outcomeQueued       = "queued"    // at least one detail queued
+	outcomeDuplicate    = "duplicate" // every detail was a re-send
+	outcomeChallenge    = "challenge"
+	outcomeNotFound     = "not_found"
+	outcomeIPDenied     = "ip_not_allowed"
+	outcomeUnauthorized = "unauthorized"
+	outcomeForbidden    = "forbidden"
+	outcomeTooLarge     = "too_large"
+	outcomeMediaType    = "unsupported_media_type"
+	outcomeInvalid      = "invalid"
+	outcomeUnavailable  = "unavailable"
+	outcomeInternal     = "internal"
+)
+
+// requestLog collects what the one log line of a webhook request says. Only identifiers,
+// sizes and outcomes: never the body, phone numbers, transcripts or credentials.
+type requestLog struct {
+	route      string
+	outcome    string
+	remoteIP   string
+	bodyBytes  int
+	callID     string
+	detailIDs  []string
+	kinds      []string
+	queued     int
+	duplicates int
+	err        error
+}
+
+const requestLogKey = "miitel_crm_sync.request_log"
+
+func logOf(c *gin.Context) *requestLog {
+	if v, ok := c.Get(requestLogKey); ok {
+		return v.(*requestLog)
+	}
+	rl := &requestLog{}
+	c.Set(requestLogKey, rl)
+	return rl
+}
+
+// webhook handles POST /webhooks/miitel/:route; doc.go lists its steps and answers.
+func (r *Receiver) webhook(c *gin.Context) {
+	rl := logOf(c)
+	name := c.Param("route")
+	au, ok := r.routes[name]
+	if !ok {
+		rl.route, rl.outcome = unknownRoute, outcomeNotFound
+		writeError(c, http.StatusNotFound, "route_not_found", fmt.Sprintf("unknown route %q", name))
+		return
+	}
+	rl.route = name
+	rl.remoteIP = c.ClientIP()
+	if !au.ipAllowed(rl.remoteIP) {
+		rl.outcome = outcomeIPDenied
+		writeError(c, http.StatusForbidden, "ip_not_allowed", "source address is not allowed")
+		return
+	}
+
+	body, err := r.readBody(c)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			rl.outcome, rl.bodyBytes = outcomeTooLarge, int(mbe.Limit)
+			writeError(c, http.StatusRequestEntityTooLarge, "body_too_large",
+				fmt.Sprintf("request body exceeds %d bytes", r.server.MaxBodyBytes))
+			return
+		}
+		rl.outcome, rl.err = outcomeInvalid, err
+		writeError(c, http.StatusBadRequest, "unreadable_body", "request body could not be read")
+		return
+	}
+	rl.bodyBytes = len(body)
+	r.m.bodyBytes.WithLabelValues(name).Observe(float64(len(body)))
+
+	top, perr := decodeTop(body)
+	if !au.insecure {
+		ok, presented := au.checkHeaders(c.Request.Header)
+		if !ok && au.needsBody() && perr == nil {
+			pok, ppresented := au.checkPayload(top)
+			ok, presented = pok, presented || ppresented
+		}
+		switch {
+		case ok:
+		case !presented:
+			rl.outcome = outcomeUnauthorized
+			for _, v := range au.wwwAuthenticate() {
+				c.Writer.Header().Add("WWW-Authenticate", v)
+			}
+			writeError(c, http.StatusUnauthorized, "unauthorized", "credentials are required")
+			return
+		default:
+			rl.outcome = outcomeForbidden
+			writeError(c, http.StatusForbidden, "forbidden", "credentials are not valid")
+			return
+		}
+	}
+	if !isJSONContentType(c.GetHeader("Content-Type")) {
+		rl.outcome = outcomeMediaType
+		writeError(c, http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"content type must be application/json (charset utf-8)")
+		return
+	}
+	if perr != nil {
+		r.invalid(c, rl, perr)
+		return
+	}
+
+	token, isChallenge, err := challengeOf(top)
+	if err != nil {
+		r.invalid(c, rl, err)
+		return
+	}
+	if isChallenge {
+		// MiiTel's setup handshake: echo the token, exactly, and touch nothing else.
+		rl.outcome = outcomeChallenge
+		c.Header("X-Content-Type-Options", "nosniff")
+		c.Data(http.StatusOK, "text/plain", []byte(token))
+		return
+	}
+
+	payload, err := additionalPayload(top, au.payloadKeys)
+	if err != nil {
+		r.invalid(c, rl, invalidf("additional payload: %v", err))
+		return
+	}
+	pc, err := parseCall(name, top, payload, r.now().UTC())
+	if err != nil {
+		r.invalid(c, rl, err)
+		return
+	}
+	rl.callID = pc.events[0].CallID
+	for _, ev := range pc.events {
+		rl.detailIDs = append(rl.detailIDs, ev.Detail.ID)
+		rl.kinds = append(rl.kinds, string(ev.Kind))
+	}
+
+	results, err := r.enqueueAll(c.Request.Context(), name, pc.events)
+	if err != nil {
+		rl.outcome, rl.err = outcomeUnavailable, err
+		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(r.server.RetryAfter)))
+		writeError(c, http.StatusServiceUnavailable, "unavailable",
+			"the queue is unavailable; nothing of this request is acknowledged, send it again")
+		return
+	}
+	for _, res := range results {
+		if res.Result == resultQueued {
+			rl.queued++
+		} else {
+			rl.duplicates++
+		}
+	}
+	rl.outcome = outcomeQueued
+	if rl.queued == 0 {
+		rl.outcome = outcomeDuplicate
+	}
+	c.JSON(http.StatusOK, acceptedResponse{
+		Status: "accepted", CallID: rl.callID, Queued: rl.queued, Duplicates: rl.duplicates, Details: results,
+	})
+}
+
+// acceptedResponse is the 200 body: what happened to each detail.
+type acceptedResponse struct {
+	Status     string         `json:"status"`
+	CallID     string         `json:"call_id"`
+	Queued     int            `json:"queued"`
+	Duplicates int            `json:"duplicates"`
+	Details    []detailResult `json:"details"`
+}
+
+func (r *Receiver) invalid(c *gin.Context, rl *requestLog, err error) {
+	var ie *invalidError
+	if errors.As(err, &ie) {
+		rl.outcome, rl.err = outcomeInvalid, err
+		writeError(c, http.StatusBadRequest, ie.code, ie.msg)
+		return
+	}
+	rl.outcome, rl.err = outcomeInternal, err
+	writeError(c, http.StatusInternalServerError, "internal", "internal error")
+}
+
+// readBody reads the whole body under Server.MaxBodyBytes. A declared Content-Length over
+// the limit is refused before reading a byte.
+func (r *Receiver) readBody(c *gin.Context) ([]byte, error) {
+	limit := r.server.MaxBodyBytes
+	if cl := c.Request.ContentLength; cl > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+	var buf bytes.Buffer
+	if cl := c.Request.ContentLength; cl > 0 {
+		buf.Grow(int(cl) + bytes.MinRead) // one allocation for the usual declared length
+	}
+	if _, err := buf.ReadFrom(body); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// isJSONContentType accepts application/json with no charset or charset utf-8, which is
+// what MiiTel sends ("application/json; charset=utf-8").
+func isJSONContentType(v string) bool {
+	mt, params, err := mime.ParseMediaType(v)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "utf8")
+}
+
+func retryAfterSeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// errorBody is every error answer: a human message and a stable code to match on.
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func writeError(c *gin.Context, status int, code, msg string) {
+	c.AbortWithStatusJSON(status, errorBody{Error: msg, Code: code})
+}
+
+// healthz says the process serves HTTP; it never touches Redis, so a Redis outage does not
+// get the pod restarted (that would not fix Redis).
+func (r *Receiver) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// readyTimeout bounds the readiness PING: a probe must answer well within its own timeout.
+const readyTimeout = time.Second
+
+// readyz says whether Redis answers, so a receiver that could only answer 503 is taken out
+// of the Service's endpoints.
+func (r *Receiver) readyz(c *gin.Context) {
+	d := min(readyTimeout, r.server.EnqueueTimeout)
+	_, err := bounded(c.Request.Context(), d, func(ctx context.Context) (string, error) {
+		return r.rdb.Ping(ctx).Result()
+	})
+	if err != nil {
+		logOf(c).err = err
+		writeError(c, http.StatusServiceUnavailable, "unavailable", "redis is not reachable")
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+// logRequests writes one log line per request after it is handled and counts webhook
+// requests. Webhook requests log at info (warn for 4xx, error for 5xx); probes and
+// scrapes at debug, so they do not drown the log.
+func (r *Receiver) logRequests() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		rl := logOf(c)
+		c.Next()
+		status := c.Writer.Status()
+		if rl.route != "" {
+			outcome := rl.outcome
+			if outcome == "" {
+				outcome = outcomeInternal
+			}
+			r.m.requests.WithLabelValues(rl.route, outcome, strconv.Itoa(status)).Inc()
+		}
+		level := slog.LevelDebug
+		switch {
+		case rl.route == "" && status >= 500: // /readyz while Redis is down: every probe
+			level = slog.LevelWarn
+		case rl.route == "":
+		case status >= 500:
+			level = slog.LevelError
+		case status >= 400:
+			level = slog.LevelWarn
+		default:
+			level = slog.LevelInfo
+		}
+		ctx := c.Request.Context()
+		if !r.log.Enabled(ctx, level) {
+			return
+		}
+		attrs := []slog.Attr{
+			slog.String("method", c.Request.Method),
+			slog.String("path", c.Request.URL.Path),
+			slog.Int("status", status),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+		}
+		if rl.route != "" {
+			attrs = append(attrs, slog.String("route", rl.route), slog.String("outcome", rl.outcome),
+				slog.String("remote_ip", rl.remoteIP), slog.Int("body_bytes", rl.bodyBytes))
+		}
+		if rl.callID != "" {
+			attrs = append(attrs, slog.String("call_id", rl.callID), slog.Any("detail_ids", rl.detailIDs),
+				slog.Any("kinds", rl.kinds), slog.Int("queued", rl.queued), slog.Int("duplicates", rl.duplicates))
+		}
+		if rl.err != nil {
+			attrs = append(attrs, slog.String("error", rl.err.Error()))
+		}
+		r.log.LogAttrs(ctx, level, "receiver: request", attrs...)
+	}
+}
+
+// recoverPanics turns a handler panic into a 500 and one error log line with the stack. It
+// replaces gin.Recovery, which dumps request headers (credentials) when a client hangs up.
+func (r *Receiver) recoverPanics() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			rec := recover()
+			if rec == nil {
+				return
+			}
+			if rec == http.ErrAbortHandler { //nolint:errorlint // sentinel panic value, compared as net/http does
+				panic(rec)
+			}
+			rl := logOf(c)
+			rl.outcome, rl.err = outcomeInternal, fmt.Errorf("panic: %v", rec)
+			r.log.Error("receiver: panic in handler", "panic", fmt.Sprint(rec), "stack", string(debug.Stack()))
+			if !c.Writer.Written() {
+				writeError(c, http.StatusInternalServerError, "internal", "internal error")
+			}
+			c.Abort()
+		}()
+		c.Next()
+	}
+}

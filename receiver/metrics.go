@@ -1,0 +1,81 @@
+package receiver
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the receiver's Prometheus collectors. Label values are bounded: route names
+// come from the config (unknown routes are counted as unknownRoute), outcomes and kinds are
+// fixed sets.
+type metrics struct {
+	requests   *prometheus.CounterVec   // route, outcome, status
+	enqueued   *prometheus.CounterVec   // route, kind
+	duplicates *prometheus.CounterVec   // route, kind, reason
+	requeued   *prometheus.CounterVec   // route: archived tasks replaced by a re-send
+	enqueueDur prometheus.Histogram     // one task: ledger check + enqueue
+	bodyBytes  *prometheus.HistogramVec // route
+}
+
+// unknownRoute labels requests for a route that is not configured; the leading underscore
+// cannot appear in a configured route name.
+const unknownRoute = "_unknown"
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "miitel_crm_sync", "receiver"
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "requests_total",
+			Help: "Webhook requests by route, outcome and HTTP status.",
+		}, []string{"route", "outcome", "status"}),
+		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "enqueued_tasks_total",
+			Help: "Call-detail tasks accepted by Redis, by route and event kind.",
+		}, []string{"route", "kind"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "duplicates_total",
+			Help: "Call details dropped as re-sends: reason=queued (task still in the queue) or delivered (ledger).",
+		}, []string{"route", "kind", "reason"}),
+		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "archived_requeued_total",
+			Help: "Dead-lettered tasks deleted and queued afresh because MiiTel sent the event again.",
+		}, []string{"route"}),
+		enqueueDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "enqueue_duration_seconds",
+			Help:    "Time to dedupe-check and enqueue one call-detail task in Redis.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		bodyBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "body_bytes",
+			Help:    "Size of webhook request bodies read (transcripts make them large).",
+			Buckets: prometheus.ExponentialBuckets(256, 4, 9), // 256 B .. 16 MiB
+		}, []string{"route"}),
+	}
+	var err error
+	m.requests = register(reg, m.requests, &err)
+	m.enqueued = register(reg, m.enqueued, &err)
+	m.duplicates = register(reg, m.duplicates, &err)
+	m.requeued = register(reg, m.requeued, &err)
+	m.enqueueDur = register(reg, m.enqueueDur, &err)
+	m.bodyBytes = register(reg, m.bodyBytes, &err)
+	return m, err
+}
+
+// register adds c to reg, or reuses the collector already registered under the same name,
+// so a second receiver on one registry (serve restarting a component, tests) shares counters
+// instead of failing.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C, errp *error) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		if *errp == nil {
+			*errp = err
+		}
+	}
+	return c
+}
