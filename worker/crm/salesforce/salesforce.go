@@ -1,0 +1,456 @@
+// Package salesforce is the Salesforce connector: it writes each rendered call record as one
+// Task (a logged call) through the REST API, upserted by an External ID field that holds the
+// MiiTel detail id, with WhoId set to the caller's Contact or Lead (SOSL phone search) and
+// OwnerId to the rep's User (SOQL by e-mail).
+//
+// Authentication is OAuth2 through golang.org/x/oauth2 with one of three server flows
+// (client credentials, JWT bearer, refresh token), shared by every replica through
+// crm.SharedToken. Salesforce tokens carry no expiry and name the API host (instance_url):
+// a 401 INVALID_SESSION_ID drops the shared token and the request is sent once more with a
+// new one.
+//
+// Create or update: TaskSubtype=Call can be set when a Task is created and never changed
+// afterwards, and the upsert endpoint itself does not say beforehand which it will do. The
+// connector therefore asks first: the id map in Redis (written after every successful
+// upsert) answers for every event after the first; when it has no entry, one GET by
+// external id does. Fields marked CreateOnly are sent only when neither knows the Task.
+// Should the Task exist after all (a map lost with Redis, a race the per-call lock rules
+// out), Salesforce refuses the create-only field and the upsert is sent again without it.
+package salesforce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
+)
+
+// DefaultAPIVersion is the REST API version used when the config names none. 46.0 or later
+// is needed for the upsert's "created" flag on updates.
+const DefaultAPIVersion = "v62.0"
+
+// DefaultRequestLimitWait is how long tasks wait after 403 REQUEST_LIMIT_EXCEEDED.
+const DefaultRequestLimitWait = 15 * time.Minute
+
+// DefaultDailyRequests is the request budget per 24 hours when the config sets none: the
+// allowance of the smallest Enterprise Edition org (100,000 a day). Orgs with more licences
+// have more; set rate_limit to your org's figure (Setup > Company Information).
+const DefaultDailyRequests = 100_000
+
+// Contact and owner policies (mappers.ContactLookup).
+const (
+	OnMultipleMostRecent = "most_recent"
+	OnMultipleSkip       = "skip"
+	OnNoneUnassociated   = "unassociated"
+	OnNoneCreateContact  = "create_contact"
+	OnNoneCreateLead     = "create_lead"
+)
+
+// NewLeadCompany is the Company of a Lead created for an unknown caller (Company is
+// required on Lead); the rep renames it once the caller is known.
+const NewLeadCompany = "Unknown (MiiTel caller)"
+
+// Deps are the process-wide things a connector uses.
+type Deps struct {
+	Redis redis.UniversalClient
+	// HTTPClient carries token and API requests; its Transport is the bottom of the API
+	// stack (nil: http.DefaultTransport). Tests pass the fake's client.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	Metrics    *crm.Metrics
+	SFMetrics  *Metrics
+	// IDMapTTL is how long the external id -> Task id map is kept (config worker.id_map_ttl).
+	IDMapTTL time.Duration
+}
+
+// Connector is a crm.Connector for one Salesforce connection.
+type Connector struct {
+	name      string
+	sf        config.Salesforce
+	version   string
+	limitWait time.Duration
+
+	tokens  *crm.SharedToken
+	client  *http.Client
+	lookups *crm.LookupCache
+	ids     *crm.IDMap
+	log     *slog.Logger
+	m       *crm.Metrics
+}
+
+var _ crm.Connector = (*Connector)(nil)
+
+// New builds the connector of a connection of type salesforce. ctx must be long-lived (the
+// worker's run context): token fetches run on it, never on a task's context.
+func New(ctx context.Context, conn config.Connection, d Deps) (*Connector, error) {
+	if conn.Salesforce == nil {
+		return nil, fmt.Errorf("salesforce: connection %q has no salesforce section", conn.Name)
+	}
+	if d.Redis == nil {
+		return nil, errors.New("salesforce: redis is required")
+	}
+	sf := *conn.Salesforce
+	log := d.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("connection", conn.Name, "crm", "salesforce")
+	base := http.DefaultTransport
+	tokenClient := d.HTTPClient
+	if d.HTTPClient != nil && d.HTTPClient.Transport != nil {
+		base = d.HTTPClient.Transport
+	}
+	if tokenClient == nil {
+		tokenClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	fetch, usesRefresh, err := Fetcher(&sf, tokenClient)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := crm.NewSharedToken(ctx, crm.TokenOptions{
+		Connection:          conn.Name,
+		Redis:               d.Redis,
+		Fetch:               fetch,
+		UsesRefreshToken:    usesRefresh,
+		InitialRefreshToken: sf.RefreshToken.Value(),
+		Credentials:         credentials(&sf),
+		KeepExtra:           []string{"instance_url"},
+		Logger:              log,
+		Metrics:             d.Metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sfm := d.SFMetrics
+	if sfm == nil {
+		sfm, _ = NewMetrics(nil)
+	}
+	budgets := []crm.Budget{{Name: "requests", Requests: conn.RateLimit.Requests, Per: conn.RateLimit.Per}}
+	if conn.RateLimit.Requests == 0 || conn.RateLimit.Per == 0 {
+		budgets[0] = crm.Budget{Name: "requests", Requests: DefaultDailyRequests, Per: 24 * time.Hour}
+	}
+	if conn.RateLimit.SearchPerSecond > 0 {
+		budgets = append(budgets, crm.Budget{Name: "search", Requests: conn.RateLimit.SearchPerSecond, Per: time.Second})
+	}
+	limiter := crm.NewRateLimiter(d.Redis, conn.Name, 0, d.Metrics, budgets...)
+	stack := &crm.RateLimitTransport{
+		Limiter: limiter,
+		Budgets: func(r *http.Request) []string {
+			if strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "/"), "/search") {
+				return []string{"requests", "search"}
+			}
+			return []string{"requests"}
+		},
+		Next: &crm.AuthTransport{
+			Tokens:         tokens,
+			OnUnauthorized: onUnauthorized,
+			Next: &limitTransport{
+				usage: sfm.APIUsage.WithLabelValues(conn.Name),
+				limit: sfm.APILimit.WithLabelValues(conn.Name),
+				next:  base,
+			},
+		},
+	}
+	version := sf.APIVersion
+	switch {
+	case version == "":
+		version = DefaultAPIVersion
+	case !strings.HasPrefix(version, "v"):
+		version = "v" + version
+	}
+	limitWait := sf.RequestLimitWait
+	if limitWait <= 0 {
+		limitWait = DefaultRequestLimitWait
+	}
+	return &Connector{
+		name:      conn.Name,
+		sf:        sf,
+		version:   version,
+		limitWait: limitWait,
+		tokens:    tokens,
+		client:    &http.Client{Transport: stack, Timeout: 60 * time.Second},
+		lookups:   crm.NewLookupCache(d.Redis, conn.Name, conn.LookupTTL, conn.MissTTL, d.Metrics),
+		ids:       crm.NewIDMap(d.Redis, conn.Name, d.IDMapTTL, 0),
+		log:       log,
+		m:         d.Metrics,
+	}, nil
+}
+
+// Tokens is the connection's shared token (the oauth command and health checks use its
+// store).
+func (c *Connector) Tokens() *crm.SharedToken { return c.tokens }
+
+// api returns the REST client for the org the current token belongs to: instance_url from
+// the token response is the API host (login URLs do not serve the REST API reliably).
+func (c *Connector) api(ctx context.Context) (*crm.API, error) {
+	tok, err := c.tokens.Token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	instance, _ := tok.Extra("instance_url").(string)
+	if instance == "" {
+		instance = c.sf.LoginURL // a My Domain URL serves the API too
+	}
+	return &crm.API{
+		Client:     c.client,
+		BaseURL:    strings.TrimRight(instance, "/") + "/services/data/" + c.version,
+		Connection: c.name,
+		ParseError: parseError,
+		Adjust:     adjust(c.limitWait),
+		Metrics:    c.m,
+	}, nil
+}
+
+// Deliver upserts rec as one Task (see the package comment for create vs update).
+func (c *Connector) Deliver(ctx context.Context, rec *mappers.Record) (crm.Result, error) {
+	object := rec.Object
+	if object == "" {
+		object = "Task"
+	}
+	extField := rec.ExternalID.Field
+	if extField == "" {
+		extField = c.sf.ExternalIDField
+	}
+	value := rec.ExternalID.Value
+	if extField == "" || value == "" {
+		return crm.Result{}, &crm.Error{Class: crm.Permanent, Op: "salesforce: upsert " + object, Msg: "the record has no external id field or value"}
+	}
+	fields, createOnly, err := splitFields(rec.Fields, extField)
+	if err != nil {
+		return crm.Result{}, &crm.Error{Class: crm.Permanent, Op: "salesforce: upsert " + object, Msg: err.Error()}
+	}
+	api, err := c.api(ctx)
+	if err != nil {
+		return crm.Result{}, err
+	}
+	var res crm.Result
+	if rec.Owner != nil && rec.Owner.Email != "" {
+		if res.OwnerID, err = c.owner(ctx, api, rec.Owner.Email); err != nil {
+			return crm.Result{}, err
+		}
+		if res.OwnerID != "" {
+			fields[cmpOr(rec.Owner.Field, "OwnerId")] = res.OwnerID
+		}
+	}
+	if rec.Contact != nil {
+		if res.ContactID, err = c.contact(ctx, api, rec.Contact, res.OwnerID); err != nil {
+			return crm.Result{}, err
+		}
+		if res.ContactID != "" {
+			fields[cmpOr(rec.Contact.Field, "WhoId")] = res.ContactID
+		}
+	}
+
+	mapObject := object + ":" + extField
+	known, exists, err := c.existing(ctx, api, object, mapObject, extField, value)
+	if err != nil {
+		return crm.Result{}, err
+	}
+	body := fields
+	if !exists && len(createOnly) > 0 {
+		body = make(map[string]any, len(fields)+len(createOnly))
+		for k, v := range fields {
+			body[k] = v
+		}
+		for k, v := range createOnly {
+			body[k] = v
+		}
+	}
+	id, created, err := c.upsert(ctx, api, object, extField, value, body)
+	if err != nil && !exists && len(createOnly) > 0 && refusesCreateOnly(err, createOnly) {
+		// The Task existed after all (the map was lost and the GET raced a write we do not
+		// know of): Salesforce refused the create-only field, so update without it.
+		c.log.Warn("salesforce: task existed although neither the id map nor the lookup knew it; updating without create-only fields", "external_id", value)
+		id, created, err = c.upsert(ctx, api, object, extField, value, fields)
+	}
+	if err != nil {
+		return crm.Result{}, c.staleLookup(ctx, err, rec)
+	}
+	if id == "" {
+		id = known
+	}
+	if created && exists {
+		c.log.Warn("salesforce: task was deleted in salesforce and created again without its create-only fields", "external_id", value, "task_id", id)
+	}
+	if err := c.ids.Put(ctx, mapObject, value, crm.IDEntry{ID: id, Contact: res.ContactID}); err != nil {
+		// The Task is written; without the entry the next event asks Salesforce with a GET.
+		c.log.Warn("salesforce: could not record task id", "external_id", value, "error", err.Error())
+	}
+	res.ID, res.Created = id, created
+	c.log.Info("salesforce: task upserted", "external_id", value, "task_id", id, "created", created,
+		"contact_associated", res.ContactID != "", "owner_set", res.OwnerID != "")
+	return res, nil
+}
+
+// splitFields turns the record's fields into the JSON body, keeping create-only fields
+// apart. The external id field is dropped (the URL carries it and Salesforce refuses it in
+// the body); an Id field can only be a mapping mistake.
+func splitFields(in []mappers.Field, extField string) (fields, createOnly map[string]any, err error) {
+	fields, createOnly = map[string]any{}, map[string]any{}
+	for _, f := range in {
+		switch {
+		case strings.EqualFold(f.Name, extField):
+			continue
+		case strings.EqualFold(f.Name, "Id"):
+			return nil, nil, errors.New("the mapping sets Id; the Task is identified by its external id")
+		}
+		v, err := jsonValue(f.Name, f.Value)
+		if err != nil {
+			return nil, nil, err
+		}
+		if v == nil {
+			continue
+		}
+		if f.CreateOnly {
+			createOnly[f.Name] = v
+		} else {
+			fields[f.Name] = v
+		}
+	}
+	return fields, createOnly, nil
+}
+
+// dateFields are the standard Task fields of type date (not datetime).
+var dateFields = []string{"ActivityDate", "RecurrenceStartDateOnly", "RecurrenceEndDateOnly"}
+
+// jsonValue converts a record value to what the REST API expects. A time becomes a date in
+// its own zone (a call at 08:30 JST on the 2nd is an activity of the 2nd) for date fields,
+// else a datetime with milliseconds and offset. For a custom date field, render a
+// YYYY-MM-DD string in the mapping.
+func jsonValue(name string, v any) (any, error) {
+	switch x := v.(type) {
+	case nil:
+		return nil, nil
+	case string, bool, int, int32, int64, float32, float64:
+		return x, nil
+	case time.Time:
+		if slices.Contains(dateFields, name) {
+			return x.Format(time.DateOnly), nil
+		}
+		return x.Format("2006-01-02T15:04:05.000Z07:00"), nil
+	}
+	return nil, fmt.Errorf("field %s: unsupported value type %T", name, v)
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// existing says whether the Task exists: the id map first, then one GET by external id.
+func (c *Connector) existing(ctx context.Context, api *crm.API, object, mapObject, field, value string) (id string, exists bool, err error) {
+	e, ok, err := c.ids.Get(ctx, mapObject, value)
+	if err == nil && ok && e.ID != "" {
+		return e.ID, true, nil
+	}
+	if err != nil {
+		c.log.Warn("salesforce: id map unavailable, asking salesforce", "error", err.Error())
+	}
+	var out struct {
+		ID string `json:"Id"`
+	}
+	status, err := api.Do(ctx, crm.Request{
+		Op: "salesforce: get " + object + " by external id", Method: http.MethodGet,
+		Path:  "/sobjects/" + url.PathEscape(object) + "/" + url.PathEscape(field) + "/" + url.PathEscape(value),
+		Query: url.Values{"fields": {"Id"}},
+	}, &out)
+	if status == http.StatusNotFound {
+		// Not found; an unknown external id field also answers 404, and the upsert below
+		// then reports it.
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return out.ID, true, nil
+}
+
+func (c *Connector) upsert(ctx context.Context, api *crm.API, object, field, value string, body map[string]any) (id string, created bool, err error) {
+	var out struct {
+		ID      string `json:"id"`
+		Created bool   `json:"created"`
+	}
+	status, err := api.Do(ctx, crm.Request{
+		Op: "salesforce: upsert " + object, Method: http.MethodPatch,
+		Path: "/sobjects/" + url.PathEscape(object) + "/" + url.PathEscape(field) + "/" + url.PathEscape(value),
+		Body: body,
+	}, &out)
+	if err != nil {
+		return "", false, err
+	}
+	switch status {
+	case http.StatusCreated:
+		return out.ID, true, nil
+	case http.StatusOK:
+		return out.ID, out.Created, nil
+	default: // 204: an update before API 46.0
+		return out.ID, false, nil
+	}
+}
+
+// refusesCreateOnly reports whether err is Salesforce refusing to update one of the
+// create-only fields.
+func refusesCreateOnly(err error, createOnly map[string]any) bool {
+	var ce *crm.Error
+	if !errors.As(err, &ce) || ce.Code != "INVALID_FIELD_FOR_INSERT_UPDATE" {
+		return false
+	}
+	for name := range createOnly {
+		if strings.Contains(ce.Msg, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// staleLookup handles an upsert refused because a cached contact or owner id no longer
+// works (deleted, merged, deactivated): the cached answers are dropped and the failure
+// becomes Transient, so the retry looks them up again instead of dead-lettering the call.
+func (c *Connector) staleLookup(ctx context.Context, err error, rec *mappers.Record) error {
+	var ce *crm.Error
+	if !errors.As(err, &ce) || ce.Class != crm.Permanent {
+		return err
+	}
+	switch ce.Code {
+	case "INVALID_CROSS_REFERENCE_KEY", "ENTITY_IS_DELETED", "INACTIVE_OWNER_OR_USER", "MALFORMED_ID":
+	default:
+		return err
+	}
+	whoField, ownerField := "WhoId", "OwnerId"
+	if rec.Contact != nil {
+		whoField = cmpOr(rec.Contact.Field, whoField)
+	}
+	if rec.Owner != nil {
+		ownerField = cmpOr(rec.Owner.Field, ownerField)
+	}
+	forgot := false
+	if rec.Contact != nil && strings.Contains(ce.Msg, whoField) {
+		_ = c.lookups.Forget(ctx, crm.LookupContact, contactKey(rec.Contact))
+		forgot = true
+	}
+	if rec.Owner != nil && strings.Contains(ce.Msg, ownerField) {
+		_ = c.lookups.Forget(ctx, crm.LookupOwner, strings.ToLower(rec.Owner.Email))
+		forgot = true
+	}
+	if !forgot {
+		return err
+	}
+	c.log.Warn("salesforce: cached contact or owner refused; looking it up again on retry", "code", ce.Code)
+	re := *ce
+	re.Class = crm.Transient
+	re.Msg = "cached lookup refused, retrying with a fresh lookup: " + ce.Msg
+	return &re
+}
