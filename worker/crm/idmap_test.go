@@ -22,8 +22,11 @@ type fakeCRM struct {
 
 func (f *fakeCRM) ops() IDMapOps {
 	return IDMapOps{
-		Update: func(_ context.Context, e IDEntry) error { f.calls = append(f.calls, "update "+e.ID); return f.updateErr },
-		Find:   func(context.Context) (string, error) { f.calls = append(f.calls, "find"); return f.found, nil },
+		Update: func(_ context.Context, e IDEntry) error {
+			f.calls = append(f.calls, "update "+e.ID)
+			return f.updateErr
+		},
+		Find: func(context.Context) (string, error) { f.calls = append(f.calls, "find"); return f.found, nil },
 		Create: func(context.Context) (string, error) {
 			f.calls = append(f.calls, "create")
 			if f.createErr != nil {
