@@ -1,0 +1,176 @@
+package mappers
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files (testdata/render/*/want.json) and docs/mapping.schema.json")
+
+// received is the receive time of every test event, so goldens do not depend on the clock.
+var received = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func shipped(t testing.TB) map[string]*Mapping {
+	t.Helper()
+	ms := map[string]*Mapping{}
+	for _, name := range []string{"hubspot", "salesforce"} {
+		m, err := Builtin(name)
+		if err != nil {
+			t.Fatalf("shipped mapping %s: %v", name, err)
+		}
+		ms[name] = m
+	}
+	return ms
+}
+
+type goldenDetail struct {
+	DetailID string  `json:"detail_id"`
+	Kind     string  `json:"kind"`
+	Record   *Record `json:"record,omitempty"`
+	Skip     *Skip   `json:"skip,omitempty"`
+	Error    string  `json:"error,omitempty"`
+}
+
+func marshal(t testing.TB, v any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // bodies are HTML: keep goldens readable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestGolden renders every payload under testdata/render through both shipped mappings and
+// compares with want.json (go test -run TestGolden -update rewrites them).
+func TestGolden(t *testing.T) {
+	ms := shipped(t)
+	dirs, err := filepath.Glob("testdata/render/*")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no golden cases: %v", err)
+	}
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			body, err := os.ReadFile(filepath.Join(dir, "payload.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs, err := Events("golden", body, received)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]goldenDetail{}
+			for name, m := range ms {
+				for _, ev := range evs {
+					rec, skip, err := m.Render(ev)
+					if (rec == nil) == (skip == nil) && err == nil {
+						t.Fatalf("%s: detail %s: want exactly one of record and skip, got %v and %v", name, ev.Detail.ID, rec, skip)
+					}
+					g := goldenDetail{DetailID: ev.Detail.ID, Kind: string(ev.Kind), Record: rec, Skip: skip}
+					if err != nil {
+						g.Error = err.Error()
+					}
+					if rec != nil {
+						if rec.MappingVersion != m.Version() || len(m.Version()) != 16 {
+							t.Errorf("%s: mapping_version %q, want %q", name, rec.MappingVersion, m.Version())
+						}
+						rec.MappingVersion = "(version)" // goldens must not churn with every mapping edit
+					}
+					got[name] = append(got[name], g)
+				}
+			}
+			gotJSON := marshal(t, got)
+			wantPath := filepath.Join(dir, "want.json")
+			if *update {
+				if err := os.WriteFile(wantPath, gotJSON, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(wantPath)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestGolden -update to create it)", err)
+			}
+			if diff := cmp.Diff(strings.Split(string(want), "\n"), strings.Split(string(gotJSON), "\n")); diff != "" {
+				t.Errorf("%s mismatch (-want +got), rerun with -update if intended:\n%s", wantPath, diff)
+			}
+		})
+	}
+}
+
+func fieldValue(rec *Record, name string) (any, bool) {
+	for _, f := range rec.Fields {
+		if f.Name == name {
+			return f.Value, true
+		}
+	}
+	return nil, false
+}
+
+// TestShippedLimits checks every CRM limit from CRM.md on a call long enough to exceed them
+// all: a huge transcript, hundreds of memos, emoji (2 UTF-16 units each) and HTML specials.
+func TestShippedLimits(t *testing.T) {
+	ms := shipped(t)
+	body, err := os.ReadFile("testdata/render/analysis_sample1/payload.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := Events("limits", body, received)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := evs[0]
+	ev.Detail.SpeechRecognition.Raw = strings.Repeat("0:01 (取引先) お世話になります 😀 <&> 見積もりの件です。\n", 4000)
+	for i := range 300 {
+		ev.Detail.Tags = append(ev.Detail.Tags, miitel.Tag{Value: "長いメモ😀" + strings.Repeat("あ", i%7)})
+	}
+	limits := map[string]map[string]int{
+		"hubspot":    {"hs_call_body": 65536},
+		"salesforce": {"Subject": 255, "Description": 32000, "CallDisposition": 255, "CallObject": 255},
+	}
+	for name, m := range ms {
+		rec, _, err := m.Render(ev)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for field, limit := range limits[name] {
+			v, ok := fieldValue(rec, field)
+			if !ok {
+				t.Errorf("%s: %s missing", name, field)
+				continue
+			}
+			s := v.(string)
+			if n := utf16Len(s); n > limit {
+				t.Errorf("%s: %s is %d UTF-16 units, limit %d", name, field, n, limit)
+			}
+			if !utf8.ValidString(s) {
+				t.Errorf("%s: %s was cut inside a character", name, field)
+			}
+		}
+		if v, _ := fieldValue(rec, "hs_call_body"); v != nil {
+			s := v.(string)
+			if !strings.HasSuffix(s, TruncationMarker) {
+				t.Errorf("hubspot: body does not end with the truncation marker: ...%q", s[len(s)-40:])
+			}
+			if i := strings.LastIndexAny(s, "<&"); i >= 0 && !strings.ContainsAny(s[i:], ">;") {
+				t.Errorf("hubspot: body ends inside a tag or entity: ...%q", s[i:])
+			}
+			if strings.Contains(s, "<&>") {
+				t.Error("hubspot: transcript not HTML-escaped")
+			}
+		}
+	}
+}
