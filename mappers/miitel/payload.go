@@ -52,13 +52,13 @@ type Detail struct {
 
 // Analysis is MiiTel's speech evaluation of the whole call.
 type Analysis struct {
-	Score            *float64     `json:"score" expr:"score"`
-	TLR              *float64     `json:"tlr" expr:"tlr"`
-	RallyCount       *int64       `json:"rally_count" expr:"rally_count"`
-	OverlapCount     *int64       `json:"overlap_count" expr:"overlap_count"`
-	SilenceCount     *int64       `json:"silence_count" expr:"silence_count"`
-	SilencePositions [][]float64  `json:"silence_positions,omitempty" expr:"silence_positions"`
-	OverlapPositions [][]float64  `json:"overlap_positions,omitempty" expr:"overlap_positions"`
+	Score            *float64    `json:"score" expr:"score"`
+	TLR              *float64    `json:"tlr" expr:"tlr"`
+	RallyCount       *int64      `json:"rally_count" expr:"rally_count"`
+	OverlapCount     *int64      `json:"overlap_count" expr:"overlap_count"`
+	SilenceCount     *int64      `json:"silence_count" expr:"silence_count"`
+	SilencePositions [][]float64 `json:"silence_positions,omitempty" expr:"silence_positions"`
+	OverlapPositions [][]float64 `json:"overlap_positions,omitempty" expr:"overlap_positions"`
 }
 
 // Participant is one speaker. For the rep, LoginID is the MiiTel login (an e-mail address).
