@@ -214,6 +214,29 @@ func (c *Connector) api(ctx context.Context) (*crm.API, error) {
 
 // Deliver upserts rec as one Task (see the package comment for create vs update).
 func (c *Connector) Deliver(ctx context.Context, rec *mappers.Record) (crm.Result, error) {
+	res, err := c.deliver(ctx, rec)
+	if err != nil {
+		return crm.Result{}, c.explainUnauthorized(ctx, err)
+	}
+	return res, nil
+}
+
+// explainUnauthorized: when fetching the new token for the resend after a 401 fails,
+// crm.AuthTransport reports the 401 itself. The token's own error is the one the retry
+// policy needs (Broken when the refresh token was revoked, so tasks park instead of
+// burning retries); the shared token answers it from Redis without another fetch.
+func (c *Connector) explainUnauthorized(ctx context.Context, err error) error {
+	var ce *crm.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
+		return err
+	}
+	if _, terr := c.tokens.Token(ctx); terr != nil {
+		return terr
+	}
+	return err
+}
+
+func (c *Connector) deliver(ctx context.Context, rec *mappers.Record) (crm.Result, error) {
 	object := rec.Object
 	if object == "" {
 		object = "Task"

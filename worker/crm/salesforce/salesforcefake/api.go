@@ -326,6 +326,9 @@ func (f *Fake) checkRef(name, id string, to []string) (apiError, bool) {
 	if len(to) == 0 {
 		return apiError{}, false
 	}
+	if f.deleted[id] {
+		return apiError{"ENTITY_IS_DELETED", "entity is deleted", []string{name}}, true
+	}
 	tables := map[string]map[string]*record{"Contact": f.contacts, "Lead": f.leads, "User": f.users}
 	for _, obj := range to {
 		if r, ok := tables[obj][id]; ok {

@@ -116,6 +116,7 @@ type Fake struct {
 	contacts  map[string]*record
 	leads     map[string]*record
 	tasks     map[string]*record
+	deleted   map[string]bool
 	sessions  map[string]string // access token -> user id
 	refresh   map[string]*family
 	codes     map[string]*authCode
@@ -145,7 +146,7 @@ func New(tb testing.TB, opts Options) *Fake {
 	tb.Helper()
 	f := &Fake{
 		users: map[string]*record{}, contacts: map[string]*record{}, leads: map[string]*record{},
-		tasks: map[string]*record{}, sessions: map[string]string{}, refresh: map[string]*family{},
+		tasks: map[string]*record{}, deleted: map[string]bool{}, sessions: map[string]string{}, refresh: map[string]*family{},
 		codes: map[string]*authCode{}, counts: map[string]int{},
 	}
 	if opts.ClientID == "" {
@@ -252,6 +253,21 @@ func (f *Fake) addPerson(prefix string, into map[string]*record, p Person) strin
 	}
 	into[id] = &record{fields: fields, modified: mod, indexed: true}
 	return id
+}
+
+// Delete deletes a record of any object (a user deleting or merging it in Salesforce);
+// references to it are refused with ENTITY_IS_DELETED afterwards.
+func (f *Fake) Delete(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range []map[string]*record{f.users, f.contacts, f.leads, f.tasks} {
+		if _, ok := m[id]; ok {
+			delete(m, id)
+			f.deleted[id] = true
+			return true
+		}
+	}
+	return false
 }
 
 // IndexSearch makes records created through the API visible to SOSL. Until then a search

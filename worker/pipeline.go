@@ -1,0 +1,165 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
+)
+
+// Renderer turns a merged event into a CRM record, or says why the call is skipped.
+// *mappers.Mapping implements it.
+type Renderer interface {
+	Render(ev *miitel.Event) (*mappers.Record, *mappers.Skip, error)
+}
+
+// Route is where one route's events go: the mapping that renders them (a getter, so a
+// hot-reloaded mapping is picked up per event) and the CRM connection that receives them.
+type Route struct {
+	Mapping   func() Renderer
+	Connector crm.Connector
+}
+
+// PipelineOptions is what NewPipeline needs.
+type PipelineOptions struct {
+	Redis  redis.UniversalClient
+	Routes map[string]Route
+	// StateTTL is how long a call's merged state is kept; WrittenTTL how long the lengths
+	// of long fields already written are remembered (the id-map TTL).
+	StateTTL, WrittenTTL time.Duration
+	// LockTTL bounds how long a crashed worker can hold a call's lock (the task timeout).
+	LockTTL time.Duration
+	// StateMaxBytes caps one call's compressed state; 0 means 256 KiB.
+	StateMaxBytes int
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+// Pipeline is the Processor that delivers an event: lock the call, merge the event into the
+// call's state, render the route's mapping on the merged state, keep long fields from
+// shrinking, and hand the record to the route's connector.
+type Pipeline struct {
+	routes     map[string]Route
+	state      stateStore
+	lock       callLock
+	writtenTTL time.Duration
+	log        *slog.Logger
+	stateBytes prometheus.Histogram
+	skipped    prometheus.Counter
+}
+
+// NewPipeline builds the delivery pipeline.
+func NewPipeline(o PipelineOptions) *Pipeline {
+	if o.StateMaxBytes == 0 {
+		o.StateMaxBytes = 256 << 10
+	}
+	p := &Pipeline{
+		routes:     o.Routes,
+		state:      stateStore{rdb: o.Redis, ttl: o.StateTTL, maxBytes: o.StateMaxBytes},
+		lock:       callLock{rdb: o.Redis, ttl: o.LockTTL},
+		writtenTTL: o.WrittenTTL,
+		log:        o.Logger,
+		stateBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mcs_worker_call_state_bytes",
+			Help:    "Compressed size of a call's merged state as stored in Redis.",
+			Buckets: prometheus.ExponentialBuckets(256, 2, 12),
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mcs_worker_skipped_total",
+			Help: "Call details a mapping's when-rule skipped.",
+		}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(p.stateBytes, p.skipped)
+	}
+	return p
+}
+
+// Process delivers one event (see Pipeline).
+func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
+	rt, ok := p.routes[ev.Route]
+	if !ok {
+		return fmt.Errorf("worker: route %q is not configured in this worker: %w", ev.Route, asynq.SkipRetry)
+	}
+	release, err := p.lock.acquire(ctx, ev.Route, ev.Detail.ID)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	prior, err := p.state.load(ctx, ev.Route, ev.Detail.ID)
+	if err != nil {
+		return err
+	}
+	merged := merge(prior, ev)
+	// The state is saved before delivery: if delivery fails and another event of the call
+	// arrives meanwhile, it merges with this one and either delivery carries both.
+	n, err := p.state.save(ctx, merged)
+	if err != nil {
+		return err
+	}
+	p.stateBytes.Observe(float64(n))
+
+	rec, skip, err := rt.Mapping().Render(merged)
+	if err != nil {
+		return fmt.Errorf("worker: mapping: %v: %w", err, asynq.SkipRetry)
+	}
+	log := p.log.With("route", ev.Route, "call_id", ev.CallID, "detail_id", ev.Detail.ID, "kind", ev.Kind)
+	if skip != nil {
+		p.skipped.Inc()
+		log.Info("call skipped by mapping", "reason", skip.Reason)
+		return nil
+	}
+
+	written, err := p.state.writtenLengths(ctx, ev.Route, ev.Detail.ID)
+	if err != nil {
+		return err
+	}
+	lengths := keepLonger(rec, written, prior == nil, log)
+
+	res, err := rt.Connector.Deliver(ctx, rec)
+	if err != nil {
+		return err
+	}
+	if err := p.state.saveWritten(ctx, ev.Route, ev.Detail.ID, lengths, p.writtenTTL); err != nil {
+		return err
+	}
+	log.Info("call delivered", "object", rec.Object, "crm_id", res.ID, "created", res.Created,
+		"contact_found", res.ContactID != "", "owner_found", res.OwnerID != "", "mapping_version", rec.MappingVersion)
+	return nil
+}
+
+// keepLonger drops keep_longer fields that would shorten what an earlier event wrote, when
+// the call's merged state had expired (stateLost): then the record is built from this event
+// alone, and e.g. the minutes must not replace a body that held the transcript. With the
+// state present the merged record already carries everything, so it is sent as rendered.
+// It returns the lengths to remember for the fields that will be written.
+func keepLonger(rec *mappers.Record, written map[string]int, stateLost bool, log *slog.Logger) map[string]int {
+	lengths := map[string]int{}
+	kept := rec.Fields[:0]
+	for _, f := range rec.Fields {
+		if !f.KeepLonger {
+			kept = append(kept, f)
+			continue
+		}
+		s, _ := f.Value.(string)
+		n := utf8.RuneCountInString(s)
+		if stateLost && n < written[f.Name] {
+			log.Warn("call state expired; not shortening a field an earlier event wrote", "field", f.Name, "written_runes", written[f.Name], "new_runes", n)
+			continue
+		}
+		lengths[f.Name] = n
+		kept = append(kept, f)
+	}
+	rec.Fields = kept
+	return lengths
+}
