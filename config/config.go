@@ -213,4 +213,10 @@ type Salesforce struct {
 	RedirectURL  string `yaml:"redirect_url" json:"redirect_url"`
 	// ExternalIDField is the Task custom field (External ID, unique) holding the MiiTel id.
 	ExternalIDField string `yaml:"external_id_field" json:"external_id_field"`
+	// Audience is the aud claim of JWT bearer assertions; default LoginURL
+	// (https://login.salesforce.com, https://test.salesforce.com for sandboxes).
+	Audience string `yaml:"audience" json:"audience,omitempty"`
+	// RequestLimitWait is how long tasks wait after 403 REQUEST_LIMIT_EXCEEDED (the org's
+	// daily API allowance is used up); default 15m.
+	RequestLimitWait time.Duration `yaml:"request_limit_wait" json:"request_limit_wait,omitempty"`
 }
