@@ -1,0 +1,497 @@
+// Package hubspot is the HubSpot connector: it writes each rendered record as one call
+// engagement (/crm/v3/objects/calls), owned by the rep found by e-mail and associated with
+// the contact found by phone number.
+//
+// Exactly one call per MiiTel detail: with a unique call property configured
+// (config hubspot.unique_property, created with hasUniqueValue: true) calls are upserted by
+// it; otherwise the crm.IDMap protocol (pending marker before create, search by
+// hs_call_external_id after a crash) keeps the MiiTel-id -> HubSpot-id map. Requests go
+// through the shared crm stack: per-connection rate limit (10-second budget, search 5/s),
+// the shared OAuth2 token (or a private-app token), and error classification.
+package hubspot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/oauth2"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
+)
+
+// Defaults from HubSpot's documentation.
+const (
+	DefaultBaseURL  = "https://api.hubapi.com"
+	DefaultTokenURL = "https://api.hubapi.com/oauth/v1/token" // v1 sunsets 2027-02-16: /oauth/2026-03/token
+	DefaultAuthURL  = "https://app.hubspot.com/oauth/authorize"
+	// Private apps get 100 (Free/Starter) to 190 (Pro/Enterprise) requests per 10 s, OAuth
+	// apps 110; the lower figures are the safe defaults.
+	DefaultPrivateAppRequests = 100
+	DefaultOAuthRequests      = 110
+	DefaultSearchPerSecond    = 5
+)
+
+// DefaultScopes are what the connector needs: calls are written with the contacts scopes,
+// owners are read with crm.objects.owners.read.
+var DefaultScopes = []string{"crm.objects.contacts.read", "crm.objects.contacts.write", "crm.objects.owners.read"}
+
+// Options build a Connector.
+type Options struct {
+	// Connection is the config of this HubSpot account (Name, HubSpot, RateLimit, TTLs).
+	Connection config.Connection
+	// IDMapTTL is config worker.id_map_ttl.
+	IDMapTTL time.Duration
+	Redis    redis.UniversalClient
+	Logger   *slog.Logger
+	// Registerer receives the crm metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// HTTPClient is the base client (timeouts, proxies, a test server's transport); its
+	// Transport becomes the bottom of the crm transport stack. Nil: http.DefaultTransport
+	// with a 30s timeout.
+	HTTPClient *http.Client
+	// Context is long-lived (the worker's run context): token refreshes run on it.
+	Context context.Context
+	// SearchLag is how long the id map waits after an unfinished create before searching
+	// for it (default 30s; HubSpot's index lags writes by seconds).
+	SearchLag time.Duration
+	// RateLimitMaxWait bounds how long a request waits for the shared limit inside a task
+	// (default 2s); beyond it the task is retried later as Throttled.
+	RateLimitMaxWait time.Duration
+}
+
+// Connector writes records into one HubSpot account. It is safe for concurrent use.
+type Connector struct {
+	name    string
+	api     *crm.API
+	tokens  crm.TokenProvider
+	lookups *crm.LookupCache
+	ids     *crm.IDMap
+	unique  string
+	log     *slog.Logger
+}
+
+// OAuthConfig is the x/oauth2 config of a HubSpot OAuth app: form-encoded client
+// credentials (AuthStyleInParams), configurable token URL. `oauth connect` uses it for the
+// authorization-code flow.
+func OAuthConfig(h *config.HubSpot) *oauth2.Config {
+	tokenURL, authURL := h.TokenURL, h.AuthURL
+	if tokenURL == "" {
+		tokenURL = DefaultTokenURL
+	}
+	if authURL == "" {
+		authURL = DefaultAuthURL
+	}
+	scopes := h.Scopes
+	if len(scopes) == 0 {
+		scopes = DefaultScopes
+	}
+	return &oauth2.Config{
+		ClientID: h.ClientID, ClientSecret: h.ClientSecret.Value(), RedirectURL: h.RedirectURL, Scopes: scopes,
+		Endpoint: oauth2.Endpoint{AuthURL: authURL, TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams},
+	}
+}
+
+// New builds the connector of one HubSpot connection.
+func New(o Options) (*Connector, error) {
+	h := o.Connection.HubSpot
+	if h == nil {
+		return nil, errors.New("hubspot: connection has no hubspot section")
+	}
+	if o.Redis == nil {
+		return nil, errors.New("hubspot: redis is required (shared token, limits, caches, id map)")
+	}
+	name := o.Connection.Name
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("connection", name, "crm", "hubspot")
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	m, err := crm.NewMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("hubspot: metrics: %w", err)
+	}
+	base := o.HTTPClient
+	if base == nil {
+		base = &http.Client{Timeout: 30 * time.Second}
+	}
+
+	var tokens crm.TokenProvider
+	reauth := func(*http.Response, []byte) crm.Reauth { return crm.KeepToken }
+	requests := DefaultPrivateAppRequests
+	switch {
+	case h.PrivateAppToken.Value() != "":
+		tokens = crm.StaticToken(h.PrivateAppToken.Value())
+	case h.ClientID != "":
+		requests = DefaultOAuthRequests
+		cfg := OAuthConfig(h)
+		// The token endpoint is called through the base client, so tests and proxies apply.
+		fetch := crm.RefreshTokenGrant(cfg)
+		tokenFetch := func(ctx context.Context, rt string) (*oauth2.Token, error) {
+			return fetch(context.WithValue(ctx, oauth2.HTTPClient, base), rt)
+		}
+		st, err := crm.NewSharedToken(o.Context, crm.TokenOptions{
+			Connection: name, Redis: o.Redis, Fetch: tokenFetch, UsesRefreshToken: true,
+			InitialRefreshToken: h.RefreshToken.Value(),
+			Credentials:         h.ClientID + "\x00" + h.ClientSecret.Value() + "\x00" + cfg.Endpoint.TokenURL,
+			Logger:              log, Metrics: m,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("hubspot: %w", err)
+		}
+		tokens = st
+		// HubSpot tokens are refreshed from their expiry; a 401 saying the token expired
+		// anyway (clock skew, revoked session) drops the shared copy so the retry refreshes.
+		reauth = func(_ *http.Response, body []byte) crm.Reauth {
+			if strings.Contains(string(body), "EXPIRED_AUTHENTICATION") {
+				return crm.DropToken
+			}
+			return crm.KeepToken
+		}
+	default:
+		return nil, errors.New("hubspot: set private_app_token, or client_id + client_secret + a refresh token")
+	}
+
+	rl := o.Connection.RateLimit
+	if rl.Requests > 0 {
+		requests = rl.Requests
+	}
+	per := rl.Per
+	if per <= 0 {
+		per = 10 * time.Second
+	}
+	search := rl.SearchPerSecond
+	if search <= 0 {
+		search = DefaultSearchPerSecond
+	}
+	limiter := crm.NewRateLimiter(o.Redis, name, o.RateLimitMaxWait, m,
+		crm.Budget{Name: "requests", Requests: requests, Per: per},
+		crm.Budget{Name: "search", Requests: search, Per: time.Second})
+
+	client := &http.Client{
+		Timeout: base.Timeout,
+		Transport: &crm.RateLimitTransport{
+			Limiter: limiter,
+			Budgets: func(r *http.Request) []string {
+				if strings.HasSuffix(r.URL.Path, "/search") {
+					return []string{"search", "requests"}
+				}
+				return []string{"requests"}
+			},
+			Next: &crm.AuthTransport{Tokens: tokens, OnUnauthorized: reauth, Next: base.Transport},
+		},
+	}
+	baseURL := strings.TrimRight(h.BaseURL, "/")
+	if baseURL == "" {
+		baseURL = DefaultBaseURL
+	}
+	_, static := tokens.(crm.StaticToken)
+	c := &Connector{
+		name: name,
+		api: &crm.API{Client: client, BaseURL: baseURL, Connection: name, Metrics: m,
+			ParseError: parseError, Adjust: func(e *crm.Error, resp *http.Response, body []byte) { adjust(e, body, static) }},
+		tokens:  tokens,
+		lookups: crm.NewLookupCache(o.Redis, name, o.Connection.LookupTTL, o.Connection.MissTTL, m),
+		ids:     crm.NewIDMap(o.Redis, name, o.IDMapTTL, o.SearchLag),
+		unique:  h.UniqueProperty,
+		log:     log,
+	}
+	return c, nil
+}
+
+// TokenStore is the connection's OAuth token store (nil for a private-app token), for
+// `oauth connect` and status reports.
+func (c *Connector) TokenStore() *crm.TokenStore {
+	if st, ok := c.tokens.(*crm.SharedToken); ok {
+		return st.Store()
+	}
+	return nil
+}
+
+// errorBody is HubSpot's v3 error body and its 429 body.
+type errorBody struct {
+	Status     string `json:"status"`
+	Message    string `json:"message"`
+	Category   string `json:"category"`
+	ErrorType  string `json:"errorType"`
+	PolicyName string `json:"policyName"`
+}
+
+func parseError(body []byte) (code, msg string) {
+	var e errorBody
+	if json.Unmarshal(body, &e) != nil {
+		return "", truncate(string(body), 500)
+	}
+	code = e.Category
+	if code == "" {
+		code = e.ErrorType
+	}
+	if e.PolicyName != "" {
+		code += "/" + e.PolicyName
+	}
+	return code, truncate(e.Message, 2000)
+}
+
+// adjust applies what only HubSpot's bodies say.
+func adjust(e *crm.Error, body []byte, static bool) {
+	switch {
+	case e.Status == http.StatusForbidden && strings.HasPrefix(e.Code, "MISSING_SCOPES"):
+		// The app lacks a scope: an admin must fix the app; tasks wait.
+		e.Class, e.After = crm.Broken, 10*time.Minute
+	case e.Status == http.StatusUnauthorized && static:
+		// A private-app token that is rejected was rotated or deleted.
+		e.Class, e.After = crm.Broken, 10*time.Minute
+	case e.Status == http.StatusTooManyRequests && strings.HasSuffix(e.Code, "/DAILY"):
+		// The daily allowance resets at midnight in the account's time zone.
+		e.After = max(e.After, 30*time.Minute)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// Deliver writes the record as one HubSpot call (see the package comment).
+func (c *Connector) Deliver(ctx context.Context, rec *mappers.Record) (crm.Result, error) {
+	if rec.Object != "" && rec.Object != "calls" {
+		return crm.Result{}, &crm.Error{Class: crm.Permanent, Op: "hubspot: deliver", Code: "MAPPING",
+			Msg: fmt.Sprintf("object %q: the HubSpot connector writes calls", rec.Object)}
+	}
+	if rec.ExternalID.Value == "" {
+		return crm.Result{}, &crm.Error{Class: crm.Permanent, Op: "hubspot: deliver", Code: "MAPPING", Msg: "record has no external id"}
+	}
+	var res crm.Result
+	ownerField := ""
+	if rec.Owner != nil && rec.Owner.Email != "" {
+		id, err := c.owner(ctx, rec.Owner.Email)
+		if err != nil {
+			return res, err
+		}
+		res.OwnerID, ownerField = id, rec.Owner.Field
+		if id == "" {
+			c.log.Debug("hubspot: no owner for the rep's e-mail; call left without owner", "external_id", rec.ExternalID.Value)
+		}
+	}
+	if rec.Contact != nil {
+		id, err := c.contact(ctx, rec.Contact)
+		if err != nil {
+			return res, err
+		}
+		res.ContactID = id
+	}
+	if res.ContactID == "" {
+		c.log.Warn("hubspot: call has no contact association and stays invisible on contact timelines", "external_id", rec.ExternalID.Value)
+	}
+	props, err := RecordProperties(rec, ownerField, res.OwnerID)
+	if err != nil {
+		return res, err
+	}
+	if c.unique != "" {
+		res.ID, res.Created, err = c.upsertUnique(ctx, rec, props, res.ContactID)
+	} else {
+		res.ID, res.Created, err = c.upsertMapped(ctx, rec, props, res.ContactID)
+	}
+	if err != nil {
+		return res, c.forgetStaleContact(ctx, rec, err)
+	}
+	return res, nil
+}
+
+// forgetStaleContact handles a cached contact that was deleted or merged in HubSpot: the
+// association fails, the cache entry goes, and the task retries with a fresh lookup instead
+// of dead-lettering.
+func (c *Connector) forgetStaleContact(ctx context.Context, rec *mappers.Record, err error) error {
+	var ce *crm.Error
+	if rec.Contact == nil || !errors.As(err, &ce) {
+		return err
+	}
+	assoc := strings.Contains(strings.ToLower(ce.Msg), "association") || strings.Contains(ce.Op, "associate")
+	if !assoc || (ce.Status != http.StatusBadRequest && ce.Status != http.StatusNotFound) {
+		return err
+	}
+	_ = c.lookups.Forget(ctx, crm.LookupContact, contactCacheKey(rec.Contact))
+	retry := *ce
+	retry.Class, retry.Msg = crm.Transient, ce.Msg+" (cached contact dropped; retrying with a fresh lookup)"
+	return &retry
+}
+
+func (c *Connector) owner(ctx context.Context, email string) (string, error) {
+	return c.lookups.Resolve(ctx, crm.LookupOwner, strings.ToLower(email), func(ctx context.Context) (string, error) {
+		var out struct {
+			Results []struct {
+				ID       string `json:"id"`
+				Email    string `json:"email"`
+				Archived bool   `json:"archived"`
+			} `json:"results"`
+		}
+		if _, err := c.api.Do(ctx, OwnerRequest(email), &out); err != nil {
+			return "", err
+		}
+		for _, o := range out.Results {
+			if !o.Archived && strings.EqualFold(o.Email, email) {
+				return o.ID, nil
+			}
+		}
+		return "", nil
+	})
+}
+
+func contactCacheKey(l *mappers.ContactLookup) string {
+	n := l.E164
+	if n == "" {
+		n = l.National
+	}
+	return n + "|" + l.OnMultiple + "|" + l.OnNone
+}
+
+func (c *Connector) contact(ctx context.Context, l *mappers.ContactLookup) (string, error) {
+	if len(PhoneForms(l)) == 0 {
+		return "", nil
+	}
+	return c.lookups.Resolve(ctx, crm.LookupContact, contactCacheKey(l), func(ctx context.Context) (string, error) {
+		var out struct {
+			Total   int `json:"total"`
+			Results []struct {
+				ID string `json:"id"`
+			} `json:"results"`
+		}
+		if _, err := c.api.Do(ctx, ContactSearchRequest(l), &out); err != nil {
+			return "", err
+		}
+		switch {
+		case len(out.Results) > 1 && l.OnMultiple == "skip":
+			c.log.Warn("hubspot: several contacts match the caller's number; policy skip leaves the call unassociated", "matches", out.Total)
+			return "", nil
+		case len(out.Results) > 0:
+			if len(out.Results) > 1 {
+				c.log.Info("hubspot: several contacts match the caller's number; using the most recently modified", "matches", out.Total)
+			}
+			return out.Results[0].ID, nil
+		case l.OnNone == "create_contact" || l.OnNone == "create_lead":
+			var created struct {
+				ID string `json:"id"`
+			}
+			if _, err := c.api.Do(ctx, CreateContactRequest(l), &created); err != nil {
+				return "", err
+			}
+			c.log.Info("hubspot: created a contact for an unknown caller", "contact_id", created.ID)
+			return created.ID, nil
+		}
+		return "", nil
+	})
+}
+
+// upsertUnique upserts by the unique property. The id map remembers that the call exists, so
+// create-only fields are sent on the first write only, and the contact association is added
+// when it is new.
+func (c *Connector) upsertUnique(ctx context.Context, rec *mappers.Record, props Properties, contact string) (string, bool, error) {
+	entry, known, err := c.ids.Get(ctx, "calls", rec.ExternalID.Value)
+	if err != nil {
+		return "", false, &crm.Error{Class: crm.Transient, Op: "hubspot: id map", Err: err}
+	}
+	send := props.All()
+	if known && entry.ID != "" {
+		send = props.Always
+	}
+	var out struct {
+		Results []struct {
+			ID  string `json:"id"`
+			New bool   `json:"new"`
+		} `json:"results"`
+		Errors []struct {
+			Category string `json:"category"`
+			Message  string `json:"message"`
+		} `json:"errors"`
+	}
+	if _, err := c.api.Do(ctx, UpsertCallRequest(c.unique, rec.ExternalID.Value, send), &out); err != nil {
+		return "", false, err
+	}
+	if len(out.Errors) > 0 || len(out.Results) == 0 {
+		// 207 Multi-Status: our single input failed.
+		e := &crm.Error{Op: "hubspot: upsert call", Status: http.StatusMultiStatus, Class: crm.Transient}
+		if len(out.Errors) > 0 {
+			e.Code, e.Msg = out.Errors[0].Category, truncate(out.Errors[0].Message, 2000)
+			if e.Code == "VALIDATION_ERROR" || e.Code == "CONFLICT" {
+				e.Class = crm.Permanent
+			}
+		}
+		return "", false, e
+	}
+	id, created := out.Results[0].ID, out.Results[0].New
+	if contact != "" && entry.Contact != contact {
+		if _, err := c.api.Do(ctx, AssociateRequest(id, contact), nil); err != nil {
+			return "", false, err
+		}
+	}
+	if err := c.ids.Put(ctx, "calls", rec.ExternalID.Value, crm.IDEntry{ID: id, Contact: firstNonEmpty(contact, entry.Contact)}); err != nil {
+		c.log.Warn("hubspot: could not record the call id; the next event re-sends create-only fields", "error", err.Error())
+	}
+	return id, created, nil
+}
+
+// upsertMapped writes through the id map protocol (crm.IDMap).
+func (c *Connector) upsertMapped(ctx context.Context, rec *mappers.Record, props Properties, contact string) (string, bool, error) {
+	return c.ids.Upsert(ctx, "calls", rec.ExternalID.Value, contact, crm.IDMapOps{
+		Update: func(ctx context.Context, e crm.IDEntry) error {
+			status, err := c.api.Do(ctx, UpdateCallRequest(e.ID, props.Always), nil)
+			if status == http.StatusNotFound {
+				return fmt.Errorf("hubspot: call %s: %w", e.ID, crm.ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			if contact != "" && e.Contact != contact {
+				if _, err := c.api.Do(ctx, AssociateRequest(e.ID, contact), nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Find: func(ctx context.Context) (string, error) {
+			var out struct {
+				Results []struct {
+					ID string `json:"id"`
+				} `json:"results"`
+			}
+			if _, err := c.api.Do(ctx, CallSearchRequest(rec.ExternalID.Value), &out); err != nil {
+				return "", err
+			}
+			if len(out.Results) == 0 {
+				return "", nil
+			}
+			c.log.Info("hubspot: adopted a call created by an interrupted attempt", "external_id", rec.ExternalID.Value, "call_id", out.Results[0].ID)
+			return out.Results[0].ID, nil
+		},
+		Create: func(ctx context.Context) (string, error) {
+			var out struct {
+				ID string `json:"id"`
+			}
+			if _, err := c.api.Do(ctx, CreateCallRequest(props.All(), contact), &out); err != nil {
+				return "", err
+			}
+			return out.ID, nil
+		},
+	})
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
