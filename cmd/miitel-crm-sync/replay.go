@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
+)
+
+const replayHelp = `Shows and re-runs the calls that ended in the dead letter (asynq's archive), with the
+reason each one failed, so an operator can fix the cause (a mapping, a CRM field, a
+reconnected account) and send them again.
+
+Subcommands:
+  stats                  queue sizes: pending, active, scheduled, retry, archived
+  list [--limit N]       dead-lettered calls: task id, route, call id, detail id, kind, when, reason
+  show ID                one dead-lettered call in full (payload metadata, no transcript)
+  run ID... | run --all [--route R]
+                         move dead-lettered calls back to the queue; the worker delivers them again
+                         (an update of the same CRM activity if one was created)
+  delete ID...           drop dead-lettered calls for good`
+
+func runReplay(ctx context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "replay", "[--config FILE] stats|list|show|run|delete [args]", replayHelp)
+	cfgPath := configFlag(env, fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return usagef("replay: a subcommand is required")
+	}
+	cfg, err := config.Load(*cfgPath, env.getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	if cfg.Redis.Embedded() {
+		return usagef("replay: no Redis configured (the embedded in-process Redis belongs to a running serve process)")
+	}
+	o, err := cfg.Redis.UniversalOptions()
+	if err != nil {
+		return usageError{err}
+	}
+	rdb := redis.NewUniversalClient(o)
+	defer rdb.Close()
+	r := replayer{in: asynq.NewInspectorFromRedisClient(rdb), queue: cfg.Queue.Name, out: env.stdout}
+	sub, rest := fs.Arg(0), fs.Args()[1:]
+	switch sub {
+	case "stats":
+		return r.stats()
+	case "list":
+		sfs := newFlagSet(env, "replay list", "[--limit N]", "Lists dead-lettered calls, newest first.")
+		limit := sfs.Int("limit", 50, "how many to list")
+		if err := parseFlags(sfs, rest); err != nil {
+			return err
+		}
+		return r.list(*limit)
+	case "show":
+		if len(rest) != 1 {
+			return usagef("replay show: exactly one task id")
+		}
+		return r.show(rest[0])
+	case "run":
+		sfs := newFlagSet(env, "replay run", "ID... | --all [--route R]", "Moves dead-lettered calls back to the queue.")
+		all := sfs.Bool("all", false, "every dead-lettered call")
+		route := sfs.String("route", "", "with --all: only this route's calls")
+		if err := parseFlags(sfs, rest); err != nil {
+			return err
+		}
+		if *all == (sfs.NArg() > 0) {
+			return usagef("replay run: give task ids or --all, not both, not neither")
+		}
+		return r.run(sfs.Args(), *all, *route)
+	case "delete":
+		if len(rest) == 0 {
+			return usagef("replay delete: at least one task id")
+		}
+		return r.delete(rest)
+	}
+	return usagef("replay: unknown subcommand %q (stats, list, show, run, delete)", sub)
+}
+
+type replayer struct {
+	in    *asynq.Inspector
+	queue string
+	out   io.Writer
+}
+
+// summary is what an operator needs of a dead-lettered task; it leaves out the transcript and
+// phone numbers the payload carries.
+type summary struct {
+	ID       string    `json:"id"`
+	Route    string    `json:"route"`
+	CallID   string    `json:"call_id"`
+	DetailID string    `json:"detail_id"`
+	Kind     string    `json:"kind"`
+	FailedAt time.Time `json:"failed_at"`
+	Retried  int       `json:"retried"`
+	Reason   string    `json:"reason"`
+}
+
+func summarize(t *asynq.TaskInfo) summary {
+	s := summary{ID: t.ID, FailedAt: t.LastFailedAt, Retried: t.Retried, Reason: t.LastErr}
+	if ev, err := tasks.DecodeCallEvent(asynq.NewTask(t.Type, t.Payload)); err == nil {
+		s.Route, s.CallID, s.DetailID, s.Kind = ev.Route, ev.CallID, ev.Detail.ID, string(ev.Kind)
+	}
+	return s
+}
+
+func (r replayer) stats() error {
+	qi, err := r.in.GetQueueInfo(r.queue)
+	if err != nil {
+		return fmt.Errorf("replay: queue %q: %w", r.queue, err)
+	}
+	w := tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "queue\tpending\tactive\tscheduled\tretry\tarchived\tprocessed today\tfailed today\tlatency\n")
+	fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", qi.Queue, qi.Pending, qi.Active, qi.Scheduled, qi.Retry, qi.Archived, qi.Processed, qi.Failed, qi.Latency.Round(time.Millisecond))
+	return w.Flush()
+}
+
+func (r replayer) list(limit int) error {
+	ts, err := r.in.ListArchivedTasks(r.queue, asynq.PageSize(limit))
+	if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+		return fmt.Errorf("replay: list: %w", err)
+	}
+	w := tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "TASK ID\tROUTE\tCALL ID\tDETAIL ID\tKIND\tFAILED AT\tREASON\n")
+	for _, t := range ts {
+		s := summarize(t)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Route, s.CallID, s.DetailID, s.Kind, s.FailedAt.Format(time.RFC3339), s.Reason)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.out, "%d dead-lettered call(s) shown\n", len(ts))
+	return nil
+}
+
+func (r replayer) show(id string) error {
+	t, err := r.in.GetTaskInfo(r.queue, id)
+	if err != nil {
+		return fmt.Errorf("replay: %s: %w", id, err)
+	}
+	b, _ := json.MarshalIndent(struct {
+		summary
+		State string `json:"state"`
+	}{summarize(t), t.State.String()}, "", "  ")
+	fmt.Fprintln(r.out, string(b))
+	return nil
+}
+
+func (r replayer) run(ids []string, all bool, route string) error {
+	if all {
+		ts, err := r.in.ListArchivedTasks(r.queue, asynq.PageSize(10000))
+		if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+			return fmt.Errorf("replay: list: %w", err)
+		}
+		for _, t := range ts {
+			if route == "" || summarize(t).Route == route {
+				ids = append(ids, t.ID)
+			}
+		}
+	}
+	var failed int
+	for _, id := range ids {
+		if err := r.in.RunTask(r.queue, id); err != nil {
+			fmt.Fprintf(r.out, "%s: %v\n", id, err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(r.out, "%s: queued again\n", id)
+	}
+	fmt.Fprintf(r.out, "%d queued again, %d failed\n", len(ids)-failed, failed)
+	if failed > 0 {
+		return fmt.Errorf("replay: %d task(s) could not be queued again", failed)
+	}
+	return nil
+}
+
+func (r replayer) delete(ids []string) error {
+	var failed int
+	for _, id := range ids {
+		if err := r.in.DeleteTask(r.queue, id); err != nil {
+			fmt.Fprintf(r.out, "%s: %v\n", id, err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(r.out, "%s: deleted\n", id)
+	}
+	if failed > 0 {
+		return fmt.Errorf("replay: %d task(s) could not be deleted", failed)
+	}
+	return nil
+}
