@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BUILD_FLAGS := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 BUILD_PKG := ./cmd/miitel-crm-sync
 
-.PHONY: all build test test-go test-chart vet fmt-check bench fuzz soak run clean
+.PHONY: all deps build test test-go test-chart vet fmt-check bench fuzz soak run clean
 
 all: build
 
@@ -15,7 +15,14 @@ build:
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o bin/miitel-crm-sync $(BUILD_PKG)
 
 ## test: everything CI runs: format, vet, unit + integration tests (race, shuffled), chart tests, build
-test: fmt-check vet test-go test-chart build
+test: deps fmt-check vet test-go test-chart build
+
+## deps: what the tests need on the machine: Go (given) and redis-server, which tests start
+## privately on free ports so they can stop and break it without touching a shared Redis.
+deps:
+	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+	@redis-server --version
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
