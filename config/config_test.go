@@ -189,3 +189,15 @@ func TestRedisOptions(t *testing.T) {
 		})
 	}
 }
+
+// The shipped example must stay loadable: admins copy it.
+func TestExampleConfigLoads(t *testing.T) {
+	env := map[string]string{"REDIS_PASSWORD": "x", "MIITEL_TOKEN": "t", "MIITEL_PARAMS_KEY": "p", "HUBSPOT_TOKEN": "h"}
+	cfg, err := Load("../examples/config.yaml", envMap(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Redis.Embedded() || len(cfg.Routes) != 1 || cfg.Routes[0].Connection != "hubspot" {
+		t.Errorf("unexpected example config: %s", cfg.Dump())
+	}
+}
