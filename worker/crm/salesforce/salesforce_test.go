@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -578,3 +579,5 @@ func TestSearchTerms(t *testing.T) {
 		t.Errorf("SearchTerms(empty) = %v, want none", got)
 	}
 }
+
+func decodeJSON(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
