@@ -56,6 +56,8 @@ type positioned interface{ setPos(pos) }
 type decoder struct {
 	file string
 	errs ErrorList
+	// at is where each decoded path's value starts, for checks made after decoding.
+	at map[string]pos
 }
 
 func (d *decoder) errorf(n ast.Node, path, format string, a ...any) {
@@ -112,6 +114,9 @@ func (d *decoder) value(n ast.Node, v reflect.Value, path string) {
 	n = d.unwrap(n, path)
 	if n == nil {
 		return
+	}
+	if d.at != nil {
+		d.at[path] = nodePos(n)
 	}
 	if p, ok := v.Addr().Interface().(positioned); ok {
 		p.setPos(nodePos(n))
@@ -246,6 +251,7 @@ type fieldInfo struct {
 	name     string
 	index    int
 	required bool
+	nonEmpty bool // jsonschema minLength=1 or minItems=1
 }
 
 var structFields sync.Map // reflect.Type -> []fieldInfo
@@ -262,11 +268,12 @@ func fieldsOf(t reflect.Type) []fieldInfo {
 			continue
 		}
 		name, _, _ := strings.Cut(tag, ",")
-		required := false
+		fi := fieldInfo{name: name, index: i}
 		for _, opt := range strings.Split(f.Tag.Get("jsonschema"), ",") {
-			required = required || opt == "required"
+			fi.required = fi.required || opt == "required"
+			fi.nonEmpty = fi.nonEmpty || opt == "minLength=1" || opt == "minItems=1"
 		}
-		fs = append(fs, fieldInfo{name: name, index: i, required: required})
+		fs = append(fs, fi)
 	}
 	structFields.Store(t, fs)
 	return fs
@@ -300,7 +307,12 @@ func (d *decoder) structure(n ast.Node, v reflect.Value, path string) {
 			continue
 		}
 		seen[key] = true
-		d.value(kv.Value, v.Field(fi.index), kp)
+		fv := v.Field(fi.index)
+		errs := len(d.errs)
+		d.value(kv.Value, fv, kp)
+		if fi.nonEmpty && len(d.errs) == errs && fv.Len() == 0 {
+			d.errorf(kv.Value, kp, "must not be empty")
+		}
 	}
 	for _, fi := range fs {
 		if fi.required && !seen[fi.name] {
@@ -407,6 +419,11 @@ func nodePos(n ast.Node) pos {
 		return p
 	case *ast.MappingValueNode:
 		return nodePos(t.Key)
+	case *ast.MappingNode:
+		// A block mapping's own token is its first ':'; point at its first key instead.
+		if len(t.Values) > 0 && !t.IsFlowStyle {
+			return nodePos(t.Values[0].Key)
+		}
 	case *ast.StringNode:
 		tk := t.GetToken()
 		p := tokenPos(tk)

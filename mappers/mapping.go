@@ -111,9 +111,9 @@ func Load(path string) (*Mapping, error) {
 // "file:line:col: path: message".
 func Parse(filename string, src []byte) (*Mapping, error) {
 	var f File
-	d := &decoder{file: filename}
+	d := &decoder{file: filename, at: map[string]pos{}}
 	d.decodeFile(src, &f)
-	c := &compiler{file: filename, errs: d.errs}
+	c := &compiler{file: filename, errs: d.errs, at: d.at}
 	m := c.mapping(&f)
 	if len(c.errs) == 0 {
 		c.probe(m)
@@ -122,15 +122,18 @@ func Parse(filename string, src []byte) (*Mapping, error) {
 		c.errs.sort()
 		return nil, c.errs
 	}
-	sum := sha256.Sum256(src)
-	m.version = hex.EncodeToString(sum[:8])
+	m.version = versionOf(sha256.Sum256(src))
 	return m, nil
 }
+
+// versionOf is a mapping's version from the SHA-256 of its file.
+func versionOf(sum [32]byte) string { return hex.EncodeToString(sum[:8]) }
 
 // compiler checks a decoded File and compiles its expressions, collecting every problem.
 type compiler struct {
 	file string
 	errs ErrorList
+	at   map[string]pos // where each YAML path's value is
 	b    *builtins
 	opts []expr.Option
 }
@@ -139,14 +142,19 @@ func (c *compiler) errorAt(at pos, path, format string, a ...any) {
 	c.errs = append(c.errs, &Error{File: c.file, Line: at.line, Col: at.col, Path: path, Msg: fmt.Sprintf(format, a...)})
 }
 
+// errorf records a problem with the value at path.
+func (c *compiler) errorf(path, format string, a ...any) {
+	c.errorAt(c.at[path], path, format, a...)
+}
+
 var regionRe = regexp.MustCompile(`^[A-Z]{2}$`)
 
-func (c *compiler) region(r string, at pos, path string) string {
+func (c *compiler) region(r string, path string) string {
 	if r == "" {
 		return ""
 	}
 	if !regionRe.MatchString(r) || phonenumbers.GetCountryCodeForRegion(r) == 0 {
-		c.errorAt(at, path, "unknown region %q (an ISO 3166 alpha-2 code such as JP)", r)
+		c.errorf(path, "unknown region %q (an ISO 3166 alpha-2 code such as JP)", r)
 	}
 	return r
 }
@@ -162,12 +170,11 @@ func oneOf(v string, set []string) bool {
 
 func (c *compiler) mapping(f *File) *Mapping {
 	m := &Mapping{file: c.file, crm: f.CRM, object: f.Object}
-	top := pos{line: 1, col: 1}
 	if f.Version != 0 && f.Version != 1 {
-		c.errorAt(top, "version", "unsupported version %d (this build reads version 1)", f.Version)
+		c.errorf("version", "unsupported version %d (this build reads version 1)", f.Version)
 	}
 	if f.CRM != "" && !oneOf(f.CRM, CRMs) {
-		c.errorAt(top, "crm", "unknown crm %q (one of %s)", f.CRM, strings.Join(CRMs, ", "))
+		c.errorf("crm", "unknown crm %q (one of %s)", f.CRM, strings.Join(CRMs, ", "))
 	}
 
 	c.b = &builtins{tables: map[string]*table{}, loc: time.UTC, region: DefaultRegion}
@@ -176,11 +183,11 @@ func (c *compiler) mapping(f *File) *Mapping {
 		tz = DefaultTimezone
 	}
 	if loc, err := time.LoadLocation(tz); err != nil {
-		c.errorAt(top, "timezone", "unknown time zone %q (an IANA name such as Asia/Tokyo)", f.Timezone)
+		c.errorf("timezone", "unknown time zone %q (an IANA name such as Asia/Tokyo)", f.Timezone)
 	} else {
 		c.b.loc = loc
 	}
-	if r := c.region(f.Region, top, "region"); r != "" {
+	if r := c.region(f.Region, "region"); r != "" {
 		c.b.region = r
 	}
 	for name, t := range f.Tables {
@@ -205,11 +212,11 @@ func (c *compiler) mapping(f *File) *Mapping {
 	for i, fd := range f.Fields {
 		path := fmt.Sprintf("fields[%d]", i)
 		if j, dup := seen[fd.Name]; dup && fd.Name != "" {
-			c.errorAt(fd.at, path+".name", "field %q is already set by fields[%d]", fd.Name, j)
+			c.errorf(path+".name", "field %q is already set by fields[%d]", fd.Name, j)
 		}
 		seen[fd.Name] = i
 		if fd.Name != "" && fd.Name == m.extField {
-			c.errorAt(fd.at, path+".name", "field %q is the external id field; it is sent by the connector, not as a field", fd.Name)
+			c.errorf(path+".name", "field %q is the external id field; it is sent by the connector, not as a field", fd.Name)
 		}
 		fl := field{name: fd.Name, createOnly: fd.CreateOnly, keepLonger: fd.KeepLonger, html: fd.HTML, maxLen: fd.MaxLen}
 		switch {
@@ -220,11 +227,11 @@ func (c *compiler) mapping(f *File) *Mapping {
 		default:
 			fl.constant = fd.Const.Value
 			if s, ok := fl.constant.(string); ok && fd.MaxLen > 0 && utf16Len(s) > fd.MaxLen {
-				c.errorAt(fd.Const.at, path+".const", "the constant is longer than max_len %d", fd.MaxLen)
+				c.errorf(path+".const", "the constant is longer than max_len %d", fd.MaxLen)
 			}
 		}
 		if fd.MaxLen < 0 {
-			c.errorAt(fd.at, path+".max_len", "max_len must be positive")
+			c.errorf(path+".max_len", "max_len must be positive")
 		}
 		if fd.When != nil {
 			fl.when = c.compile(fd.When, path+".when", wantBool)
@@ -234,7 +241,7 @@ func (c *compiler) mapping(f *File) *Mapping {
 	if ct := f.Contact; ct != nil {
 		m.contact = &contact{
 			number:     c.compile(&ct.Number, "contact.number", wantText),
-			region:     c.region(ct.Region, ct.at, "contact.region"),
+			region:     c.region(ct.Region, "contact.region"),
 			field:      ct.Field,
 			onMultiple: ct.OnMultiple,
 			onNone:     ct.OnNone,
@@ -245,12 +252,12 @@ func (c *compiler) mapping(f *File) *Mapping {
 		if m.contact.onMultiple == "" {
 			m.contact.onMultiple = OnMultiple[0]
 		} else if !oneOf(ct.OnMultiple, OnMultiple) {
-			c.errorAt(ct.at, "contact.on_multiple", "unknown policy %q (one of %s)", ct.OnMultiple, strings.Join(OnMultiple, ", "))
+			c.errorf("contact.on_multiple", "unknown policy %q (one of %s)", ct.OnMultiple, strings.Join(OnMultiple, ", "))
 		}
 		if m.contact.onNone == "" {
 			m.contact.onNone = OnNone[0]
 		} else if !oneOf(ct.OnNone, OnNone) {
-			c.errorAt(ct.at, "contact.on_none", "unknown policy %q (one of %s)", ct.OnNone, strings.Join(OnNone, ", "))
+			c.errorf("contact.on_none", "unknown policy %q (one of %s)", ct.OnNone, strings.Join(OnNone, ", "))
 		}
 	}
 	if o := f.Owner; o != nil {
