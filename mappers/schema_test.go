@@ -101,8 +101,8 @@ func TestSchemaAcceptsWhatParseAccepts(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{
-		head + "  - name: a\n    valu: minutes\n",       // unknown key
-		head + "  - value: minutes\n",                   // missing name
+		head + "  - name: a\n    valu: minutes\n", // unknown key
+		head + "  - value: minutes\n",             // missing name
 		"version: 1\ncrm: zoho\nobject: x\nexternal_id: {field: a}\nfields: [{name: a, const: 1}]\n",
 		head + "  - {name: a, const: 1, create_only: maybe}\n",
 	} {
