@@ -68,6 +68,10 @@ func TestIDMapUpsert(t *testing.T) {
 			wantClass: ptr(Permanent), wantCalls: []string{"create"}},
 		{name: "create throttled: marker dropped", crm: fakeCRM{createErr: &Error{Class: Throttled, Op: "x"}},
 			wantClass: ptr(Throttled), wantCalls: []string{"create"}},
+		{name: "create answered 401: marker dropped", crm: fakeCRM{createErr: &Error{Class: Transient, Op: "x", Status: 401}},
+			wantClass: ptr(Transient), wantCalls: []string{"create"}},
+		{name: "create answered 502: marker kept", crm: fakeCRM{createErr: &Error{Class: Transient, Op: "x", Status: 502}},
+			wantClass: ptr(Transient), wantCalls: []string{"create"}, wantEntry: &IDEntry{}},
 		{name: "create outcome unknown: marker kept", crm: fakeCRM{createErr: &Error{Class: Transient, Op: "x"}},
 			wantClass: ptr(Transient), wantCalls: []string{"create"}, wantEntry: &IDEntry{}},
 	}
