@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -61,17 +62,27 @@ const (
 // required on Lead); the rep renames it once the caller is known.
 const NewLeadCompany = "Unknown (MiiTel caller)"
 
-// Deps are the process-wide things a connector uses.
-type Deps struct {
-	Redis redis.UniversalClient
-	// HTTPClient carries token and API requests; its Transport is the bottom of the API
-	// stack (nil: http.DefaultTransport). Tests pass the fake's client.
-	HTTPClient *http.Client
-	Logger     *slog.Logger
-	Metrics    *crm.Metrics
-	SFMetrics  *Metrics
+// Options build a Connector (the same shape as hubspot.Options, so the worker wires both
+// alike).
+type Options struct {
+	// Connection is the config of this org (Name, Salesforce, RateLimit, TTLs).
+	Connection config.Connection
 	// IDMapTTL is how long the external id -> Task id map is kept (config worker.id_map_ttl).
 	IDMapTTL time.Duration
+	Redis    redis.UniversalClient
+	Logger   *slog.Logger
+	// Registerer receives the crm metrics and the Salesforce API usage gauges; nil
+	// registers none.
+	Registerer prometheus.Registerer
+	// HTTPClient carries token and API requests; its Transport is the bottom of the API
+	// stack (nil: http.DefaultTransport with a 60s timeout). Tests pass the fake's client.
+	HTTPClient *http.Client
+	// Context is long-lived (the worker's run context): token fetches run on it, never on a
+	// task's context.
+	Context context.Context
+	// RateLimitMaxWait bounds how long a request waits for the shared limit inside a task
+	// (default 2s); beyond it the task is retried later as Throttled.
+	RateLimitMaxWait time.Duration
 }
 
 // Connector is a crm.Connector for one Salesforce connection.
@@ -91,50 +102,62 @@ type Connector struct {
 
 var _ crm.Connector = (*Connector)(nil)
 
-// New builds the connector of a connection of type salesforce. ctx must be long-lived (the
-// worker's run context): token fetches run on it, never on a task's context.
-func New(ctx context.Context, conn config.Connection, d Deps) (*Connector, error) {
+// New builds the connector of a connection of type salesforce.
+func New(o Options) (*Connector, error) {
+	conn := o.Connection
 	if conn.Salesforce == nil {
 		return nil, fmt.Errorf("salesforce: connection %q has no salesforce section", conn.Name)
 	}
-	if d.Redis == nil {
-		return nil, errors.New("salesforce: redis is required")
+	if o.Redis == nil {
+		return nil, errors.New("salesforce: redis is required (shared token, limits, caches, id map)")
+	}
+	ctx := o.Context
+	if ctx == nil {
+		ctx = context.Background()
 	}
 	sf := *conn.Salesforce
-	log := d.Logger
+	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("connection", conn.Name, "crm", "salesforce")
-	base := http.DefaultTransport
-	tokenClient := d.HTTPClient
-	if d.HTTPClient != nil && d.HTTPClient.Transport != nil {
-		base = d.HTTPClient.Transport
+	m, err := crm.NewMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("salesforce: metrics: %w", err)
 	}
-	if tokenClient == nil {
-		tokenClient = &http.Client{Timeout: 30 * time.Second}
+	sfm, err := NewMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("salesforce: metrics: %w", err)
 	}
-	fetch, usesRefresh, err := Fetcher(&sf, tokenClient)
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 60 * time.Second}
+	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	timeout := hc.Timeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	fetch, usesRefresh, err := Fetcher(&sf, hc)
 	if err != nil {
 		return nil, err
 	}
 	tokens, err := crm.NewSharedToken(ctx, crm.TokenOptions{
 		Connection:          conn.Name,
-		Redis:               d.Redis,
+		Redis:               o.Redis,
 		Fetch:               fetch,
 		UsesRefreshToken:    usesRefresh,
 		InitialRefreshToken: sf.RefreshToken.Value(),
 		Credentials:         credentials(&sf),
 		KeepExtra:           []string{"instance_url"},
 		Logger:              log,
-		Metrics:             d.Metrics,
+		Metrics:             m,
 	})
 	if err != nil {
-		return nil, err
-	}
-	sfm := d.SFMetrics
-	if sfm == nil {
-		sfm, _ = NewMetrics(nil)
+		return nil, fmt.Errorf("salesforce: %w", err)
 	}
 	budgets := []crm.Budget{{Name: "requests", Requests: conn.RateLimit.Requests, Per: conn.RateLimit.Per}}
 	if conn.RateLimit.Requests == 0 || conn.RateLimit.Per == 0 {
@@ -143,7 +166,7 @@ func New(ctx context.Context, conn config.Connection, d Deps) (*Connector, error
 	if conn.RateLimit.SearchPerSecond > 0 {
 		budgets = append(budgets, crm.Budget{Name: "search", Requests: conn.RateLimit.SearchPerSecond, Per: time.Second})
 	}
-	limiter := crm.NewRateLimiter(d.Redis, conn.Name, 0, d.Metrics, budgets...)
+	limiter := crm.NewRateLimiter(o.Redis, conn.Name, o.RateLimitMaxWait, m, budgets...)
 	stack := &crm.RateLimitTransport{
 		Limiter: limiter,
 		Budgets: func(r *http.Request) []string {
@@ -179,11 +202,11 @@ func New(ctx context.Context, conn config.Connection, d Deps) (*Connector, error
 		version:   version,
 		limitWait: limitWait,
 		tokens:    tokens,
-		client:    &http.Client{Transport: stack, Timeout: 60 * time.Second},
-		lookups:   crm.NewLookupCache(d.Redis, conn.Name, conn.LookupTTL, conn.MissTTL, d.Metrics),
-		ids:       crm.NewIDMap(d.Redis, conn.Name, d.IDMapTTL, 0),
+		client:    &http.Client{Transport: stack, Timeout: timeout},
+		lookups:   crm.NewLookupCache(o.Redis, conn.Name, conn.LookupTTL, conn.MissTTL, m),
+		ids:       crm.NewIDMap(o.Redis, conn.Name, o.IDMapTTL, 0),
 		log:       log,
-		m:         d.Metrics,
+		m:         m,
 	}, nil
 }
 

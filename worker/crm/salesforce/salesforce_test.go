@@ -84,16 +84,8 @@ func setup(t *testing.T, flow string, opts salesforcefake.Options) *env {
 
 func (e *env) connector(t *testing.T) *salesforce.Connector {
 	t.Helper()
-	m, err := crm.NewMetrics(e.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sfm, err := salesforce.NewMetrics(e.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := salesforce.New(t.Context(), e.conn, salesforce.Deps{
-		Redis: e.rdb, HTTPClient: e.fake.Client(), Metrics: m, SFMetrics: sfm,
+	c, err := salesforce.New(salesforce.Options{
+		Connection: e.conn, Redis: e.rdb, HTTPClient: e.fake.Client(), Registerer: e.reg, Context: t.Context(),
 	})
 	if err != nil {
 		t.Fatalf("salesforce.New: %v", err)
@@ -179,6 +171,10 @@ func TestDeliverCreatesThenUpdatesOneTask(t *testing.T) {
 	// Lookups are cached.
 	if q, s := e.fake.Count(salesforcefake.OpQuery), e.fake.Count(salesforcefake.OpSearch); q != 1 || s != 1 {
 		t.Errorf("owner queries = %d, contact searches = %d; want 1 each (cached)", q, s)
+	}
+	// The org's daily allowance: 4 requests for a call's first event, 1 for each later one.
+	if n := e.fake.Count(salesforcefake.OpAPI); n != 5 {
+		t.Errorf("%d API requests for two events, want 5", n)
 	}
 }
 
