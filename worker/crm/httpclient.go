@@ -272,8 +272,8 @@ func Classify(op string, resp *http.Response, code, msg string) *Error {
 				e.After = time.Duration(ms) * time.Millisecond
 			}
 		}
-		if e.After <= 0 {
-			e.After = time.Second
+		if e.After <= 0 && !hasRA {
+			e.After = time.Second // HubSpot's search 429 carries no headers: its window is 1s
 		}
 	case s == http.StatusLocked:
 		e.Class = Transient
