@@ -85,12 +85,15 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 		g.Go(func() error { return rcv.Run(ctx) })
 	}
 	if r.worker {
-		proc, err := newProcessor(ctx, cfg, rdb, log, reg)
+		d, err := newDelivery(ctx, cfg, rdb, log, reg, env.stdout)
 		if err != nil {
 			return err
 		}
+		for _, s := range d.watchers {
+			g.Go(func() error { return s.Run(ctx) })
+		}
 		w, err := worker.New(worker.Options{
-			Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: proc,
+			Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: d.proc,
 			Logger: log.With("component", "worker"), Registerer: reg,
 		})
 		if err != nil {
@@ -108,11 +111,6 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 	}
 	log.Info("stopped", "command", name)
 	return nil
-}
-
-// newProcessor picks what the worker does with each event.
-func newProcessor(_ context.Context, _ *config.Config, _ redis.UniversalClient, log *slog.Logger, _ prometheus.Registerer) (worker.Processor, error) {
-	return worker.DryRunSink{Log: log.With("component", "dryrun")}, nil
 }
 
 func newLogger(env *environment, c config.Log) *slog.Logger {

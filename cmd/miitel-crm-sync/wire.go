@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/dryrun"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/hubspot"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/salesforce"
+)
+
+// delivery is the worker's processor with what must run beside it (mapping watchers).
+type delivery struct {
+	proc     worker.Processor
+	watchers []*mappers.Store
+}
+
+// newDelivery builds, per route, the mapping and the CRM connector, and the pipeline that
+// uses them. ctx is the process's long-lived context: connectors fetch OAuth tokens on it.
+func newDelivery(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (*delivery, error) {
+	conns := map[string]crm.Connector{}
+	kinds := map[string]string{}
+	for _, cn := range cfg.Connections {
+		c, err := newConnector(ctx, cfg, cn, rdb, log, reg, out)
+		if err != nil {
+			return nil, err
+		}
+		conns[cn.Name], kinds[cn.Name] = c, cn.Type
+	}
+	var dry crm.Connector // the route without a connection: print what would be sent
+	d := &delivery{}
+	routes := map[string]worker.Route{}
+	for _, r := range cfg.Routes {
+		conn, kind := conns[r.Connection], kinds[r.Connection]
+		if r.Connection == "" {
+			if dry == nil {
+				dry = dryrun.New(dryrun.Options{Out: out})
+			}
+			conn, kind = dry, "dryrun"
+		}
+		get, store, err := routeMapping(r, kind, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		if crmOf := get().CRM(); kind != "dryrun" && crmOf != kind {
+			return nil, usagef("routes %s: mapping %s is written for %s but connection %q is %s", r.Name, get().File(), crmOf, r.Connection, kind)
+		}
+		if store != nil && cfg.Worker.HotReload {
+			d.watchers = append(d.watchers, store)
+		}
+		routes[r.Name] = worker.Route{Mapping: func() worker.Renderer { return get() }, Connector: conn}
+	}
+	d.proc = worker.NewPipeline(worker.PipelineOptions{
+		Redis: rdb, Routes: routes,
+		StateTTL: cfg.Worker.StateTTL, WrittenTTL: cfg.Worker.IDMapTTL, LockTTL: cfg.Queue.TaskTimeout,
+		Logger: log.With("component", "pipeline"), Registerer: reg,
+	})
+	return d, nil
+}
+
+// routeMapping loads a route's mapping file into a (watchable) store, or takes the shipped
+// mapping of the route's CRM when it names none.
+func routeMapping(r config.Route, kind string, log *slog.Logger, reg prometheus.Registerer) (func() *mappers.Mapping, *mappers.Store, error) {
+	if r.Mapping == "" {
+		name := kind
+		if name == "dryrun" {
+			name = "hubspot"
+		}
+		m, err := mappers.Builtin(name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("routes %s: %w", r.Name, err)
+		}
+		return func() *mappers.Mapping { return m }, nil, nil
+	}
+	s, err := mappers.NewStore(r.Mapping, mappers.StoreOptions{Logger: log.With("component", "mapping", "route", r.Name), Registerer: reg})
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("routes %s: %w", r.Name, err)}
+	}
+	return s.Current, s, nil
+}
+
+// newConnector is the one place that knows every CRM: a new CRM is a package under
+// worker/crm and a case here.
+func newConnector(ctx context.Context, cfg *config.Config, cn config.Connection, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (crm.Connector, error) {
+	l := log.With("component", "crm", "connection", cn.Name)
+	switch cn.Type {
+	case "hubspot":
+		return hubspot.New(hubspot.Options{Connection: cn, IDMapTTL: cfg.Worker.IDMapTTL, Redis: rdb, Logger: l, Registerer: reg, Context: ctx})
+	case "salesforce":
+		return salesforce.New(salesforce.Options{Connection: cn, IDMapTTL: cfg.Worker.IDMapTTL, Redis: rdb, Logger: l, Registerer: reg, Context: ctx})
+	case "dryrun":
+		return dryrun.New(dryrun.Options{Out: out}), nil
+	}
+	return nil, usagef("connections %s: unknown type %q", cn.Name, cn.Type)
+}
