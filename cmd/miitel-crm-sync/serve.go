@@ -158,4 +158,3 @@ func runConfig(_ context.Context, env *environment, args []string) error {
 	fmt.Fprintln(env.stdout, cfg.Dump())
 	return nil
 }
-
