@@ -107,7 +107,14 @@ func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp2, _, err := t.send(retry)
 	if err != nil {
-		return resp, nil // the first answer is the better report
+		// A classified failure of the token fetch (a revoked refresh token: Broken) says more
+		// than the first 401 and must reach the retry policy; anything else, the 401 does.
+		var ce *Error
+		if errors.As(err, &ce) {
+			_ = resp.Body.Close()
+			return nil, err
+		}
+		return resp, nil
 	}
 	_ = resp.Body.Close()
 	return resp2, nil

@@ -277,3 +277,37 @@ func TestTransportStackThrottlesBeforeSending(t *testing.T) {
 		t.Errorf("server saw %d requests, want 1 (the throttled one is never sent)", len(s.got))
 	}
 }
+
+// revokedAfterInvalidate hands out one token; once it is invalidated, fetching a new one
+// fails the way a revoked refresh token does.
+type revokedAfterInvalidate struct{ dropped atomic.Bool }
+
+func (r *revokedAfterInvalidate) Token(context.Context) (*oauth2.Token, error) {
+	if r.dropped.Load() {
+		return nil, &Error{Class: Broken, Op: "crm: refresh token", Code: "invalid_grant", After: 5 * time.Minute}
+	}
+	return &oauth2.Token{AccessToken: "tok-1", TokenType: "Bearer"}, nil
+}
+
+func (r *revokedAfterInvalidate) Invalidate(context.Context, *oauth2.Token) error {
+	r.dropped.Store(true)
+	return nil
+}
+
+// A 401 whose resend cannot get a token because the grant was revoked must surface as
+// Broken (tasks wait, the connection is reported), not as the first 401 (a transient retry).
+func TestAuthTransportRevokedOnResendIsBroken(t *testing.T) {
+	s := &script{responses: []func(http.ResponseWriter){
+		respond(401, nil, `[{"errorCode":"INVALID_SESSION_ID","message":"Session expired or invalid"}]`)}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	api := &API{Client: &http.Client{Transport: &AuthTransport{Tokens: &revokedAfterInvalidate{},
+		OnUnauthorized: func(*http.Response, []byte) Reauth { return DropTokenAndRetry }}}, BaseURL: srv.URL}
+	_, err := api.Do(context.Background(), Request{Op: "t", Method: "PATCH", Path: "/x", Body: map[string]int{"n": 1}}, nil)
+	if ClassOf(err) != Broken {
+		t.Fatalf("error = %v (class %v), want Broken", err, ClassOf(err))
+	}
+	if len(s.got) != 1 {
+		t.Errorf("requests sent = %d, want 1 (no token, no resend)", len(s.got))
+	}
+}
