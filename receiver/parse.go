@@ -69,13 +69,6 @@ type parsedCall struct {
 	events []*miitel.Event
 }
 
-// timeFields are the detail's timestamps; each must be RFC 3339 when present and not null,
-// because the worker computes durations and CRM timestamps from them.
-var timeFields = []string{
-	"dial_starts_at", "dial_answered_at", "dial_ends_at",
-	"queueing_starts_at", "queueing_answered_at", "queueing_ends_at",
-}
-
 // parseCall validates the call in top and builds the events. payload is the additional
 // payload to queue (auth keys already removed); route names the webhook setting.
 func parseCall(route string, top map[string]json.RawMessage, payload map[string]any, receivedAt time.Time) (*parsedCall, error) {
@@ -126,43 +119,46 @@ func parseCall(route string, top map[string]json.RawMessage, payload map[string]
 	return pc, nil
 }
 
+// parseDetail decodes one detail straight into its type (one pass over its bytes) and
+// checks what the worker cannot do without: an id, a call type and readable timestamps.
 func parseDetail(i int, raw json.RawMessage) (*miitel.Event, error) {
 	where := fmt.Sprintf("call.details[%d]", i)
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+	if isNull(raw) {
 		return nil, invalidf("%s must be an object", where)
-	}
-	if _, err := requiredString(fields, "id", where+".id"); err != nil {
-		return nil, err
-	}
-	if _, err := requiredString(fields, "call_type", where+".call_type"); err != nil {
-		return nil, err
-	}
-	for _, f := range timeFields {
-		v, ok := fields[f]
-		if !ok || isNull(v) {
-			continue
-		}
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return nil, invalidf("%s.%s must be a string or null", where, f)
-		}
-		if s == "" {
-			continue // Classify treats "" like null
-		}
-		if _, err := time.Parse(time.RFC3339, s); err != nil {
-			return nil, invalidf("%s.%s is not an RFC 3339 time", where, f)
-		}
 	}
 	ev := &miitel.Event{}
 	if err := json.Unmarshal(raw, &ev.Detail); err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
+		if errors.As(err, &te) && te.Field != "" {
 			return nil, invalidf("%s.%s must be %s, got %s", where, te.Field, jsonKind(te.Type.String()), te.Value)
 		}
-		return nil, invalidf("%s: %v", where, err)
+		return nil, invalidf("%s must be an object", where)
 	}
-	ev.Kind = miitel.Classify(&ev.Detail)
+	d := &ev.Detail
+	if strings.TrimSpace(d.ID) == "" {
+		return nil, invalidf("%s.id is required", where)
+	}
+	if strings.TrimSpace(d.CallType) == "" {
+		return nil, invalidf("%s.call_type is required", where)
+	}
+	// The worker computes durations and CRM timestamps from these; "" counts as absent,
+	// like null (Classify does the same).
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{
+		{"dial_starts_at", d.DialStartsAt}, {"dial_answered_at", d.DialAnsweredAt}, {"dial_ends_at", d.DialEndsAt},
+		{"queueing_starts_at", d.QueueingStartsAt}, {"queueing_answered_at", d.QueueingAnsweredAt},
+		{"queueing_ends_at", d.QueueingEndsAt},
+	} {
+		if f.v == nil || *f.v == "" {
+			continue
+		}
+		if _, err := time.Parse(time.RFC3339, *f.v); err != nil {
+			return nil, invalidf("%s.%s is not an RFC 3339 time", where, f.name)
+		}
+	}
+	ev.Kind = miitel.Classify(d)
 	return ev, nil
 }
 

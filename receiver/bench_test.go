@@ -1,0 +1,100 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
+)
+
+// flushEvery keeps the private Redis small during long benchmark runs (outside the timer).
+const flushEvery = 2000
+
+// BenchmarkAccept measures one seed_sample request through the receiver's handler into a
+// real redis-server on loopback: read, authenticate (payload key), parse, validate, hash,
+// ledger check and enqueue. Each iteration changes one field so every request is new work,
+// not a duplicate. After the timed loop the same run measures two floors with the same
+// Redis and reports the ratios:
+//
+//	x_ping     accept time / one PING round trip (the cheapest possible Redis answer)
+//	x_enqueue  accept time / one bare asynq Client.Enqueue of the same event payload
+func BenchmarkAccept(b *testing.B) {
+	h := newHarness(b)
+	seed := sample(b, "samples/call_analysis_completed_seed_sample.json")
+	head, tail, ok := bytes.Cut(seed, []byte(`"dtmf": "0"`))
+	if !ok {
+		b.Fatal("seed sample has no dtmf field to vary")
+	}
+	handler := h.r.Handler()
+	ctx := context.Background()
+	body := make([]byte, 0, len(seed)+16)
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i > 0 && i%flushEvery == 0 {
+			b.StopTimer()
+			if err := h.rdb.FlushDB(ctx).Err(); err != nil { // private redis-server
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		body = append(append(append(append(body[:0], head...), `"dtmf": "`...), strconv.Itoa(i)...), '"')
+		body = append(body, tail...)
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/miitel/seed", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("iteration %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	b.StopTimer()
+	accept := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+
+	n := min(b.N, 20000)
+	ping := floor(b, n, func(int) error { return h.rdb.Ping(ctx).Err() })
+
+	pc, err := parseBody(seed, []string{"params_key"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := pc.events[0]
+	client := asynq.NewClientFromRedisClient(h.rdb)
+	if err := h.rdb.FlushDB(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	enqueue := floor(b, n, func(i int) error {
+		ev.DedupeKey = "floor-" + strconv.Itoa(i)
+		t, err := tasks.NewCallEvent(ev, asynq.Queue(testQueue), asynq.MaxRetry(7), asynq.Timeout(90*time.Second))
+		if err != nil {
+			return err
+		}
+		_, err = client.EnqueueContext(ctx, t)
+		return err
+	})
+
+	b.ReportMetric(ping, "ping-ns")
+	b.ReportMetric(enqueue, "enqueue-ns")
+	b.ReportMetric(accept/ping, "x_ping")
+	b.ReportMetric(accept/enqueue, "x_enqueue")
+}
+
+// floor times n calls of fn and returns nanoseconds per call.
+func floor(b *testing.B, n int, fn func(i int) error) float64 {
+	b.Helper()
+	start := time.Now()
+	for i := range n {
+		if err := fn(i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(n)
+}

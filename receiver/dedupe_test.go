@@ -1,0 +1,316 @@
+package receiver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
+)
+
+// postOK posts and decodes the 200 answer.
+func (h *harness) postOK(path string, body []byte) acceptedResponse {
+	t := h.t
+	t.Helper()
+	resp, body := h.post(path, body, nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var a acceptedResponse
+	if err := json.Unmarshal(body, &a); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// deliver does what the worker does after a successful delivery: the task is gone (no
+// retention) and the ledger remembers its dedupe key for the window.
+func (h *harness) deliver(ev *miitel.Event) {
+	h.t.Helper()
+	if err := h.insp.DeleteTask(testQueue, ev.DedupeKey); err != nil {
+		h.t.Fatalf("delete task: %v", err)
+	}
+	if err := h.rdb.Set(context.Background(), tasks.LedgerKey(ev.DedupeKey), string(ev.Kind), 24*time.Hour).Err(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestDedupe walks the re-send cases of one call through a single receiver.
+func TestDedupe(t *testing.T) {
+	const path = "/webhooks/miitel/seed"
+	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	minutes := edit(t, seed, func(m map[string]any) {
+		d := detail0(m)
+		for _, k := range []string{"analysis", "tags", "comments", "keywords", "phrases", "speech_recognition", "dtmf"} {
+			delete(d, k)
+		}
+		d["minutes"] = "【議題】\n不明"
+	})
+	memo := edit(t, seed, func(m map[string]any) {
+		detail0(m)["tags"] = []any{map[string]any{"created_by": "Edgardo", "creator_type": "TENANT_USER", "value": "Call back"}}
+	})
+	// The same content re-encoded: keys in another order, no indentation.
+	reordered := edit(t, seed, func(map[string]any) {})
+
+	steps := []struct {
+		name          string
+		body          []byte
+		wantResult    string
+		wantKind      miitel.Kind
+		wantPending   int
+		thenDeliver   bool
+		thenArchive   bool
+		thenExpire    bool
+	}{
+		{name: "first analysis", body: seed, wantResult: resultQueued, wantKind: miitel.KindAnalysis, wantPending: 1},
+		{name: "exact re-send while queued", body: seed, wantResult: resultDuplicate, wantKind: miitel.KindAnalysis, wantPending: 1},
+		{name: "re-send with other key order", body: reordered, wantResult: resultDuplicate, wantKind: miitel.KindAnalysis, wantPending: 1, thenDeliver: true},
+		{name: "re-send after delivery (ledger)", body: seed, wantResult: resultDuplicate, wantKind: miitel.KindAnalysis, wantPending: 0},
+		{name: "changed memo", body: memo, wantResult: resultQueued, wantKind: miitel.KindAnalysis, wantPending: 1, thenArchive: true},
+		{name: "re-send of a dead-lettered event", body: memo, wantResult: resultQueued, wantKind: miitel.KindAnalysis, wantPending: 1},
+		{name: "minutes after analysis", body: minutes, wantResult: resultQueued, wantKind: miitel.KindMinutes, wantPending: 2},
+		{name: "minutes re-sent", body: minutes, wantResult: resultDuplicate, wantKind: miitel.KindMinutes, wantPending: 2, thenExpire: true},
+		{name: "after the window (ledger expired)", body: seed, wantResult: resultQueued, wantKind: miitel.KindAnalysis, wantPending: 3},
+	}
+	h := newHarness(t)
+	for _, st := range steps {
+		a := h.postOK(path, st.body)
+		if len(a.Details) != 1 || a.Details[0].Result != st.wantResult || a.Details[0].Kind != st.wantKind {
+			t.Fatalf("%s: response %+v, want one %s %s", st.name, a, st.wantKind, st.wantResult)
+		}
+		evs := h.pending()
+		if len(evs) != st.wantPending {
+			t.Fatalf("%s: %d pending, want %d", st.name, len(evs), st.wantPending)
+		}
+		switch {
+		case st.thenDeliver:
+			h.deliver(evs[0])
+		case st.thenArchive:
+			if err := h.insp.ArchiveTask(testQueue, evs[0].DedupeKey); err != nil {
+				t.Fatal(err)
+			}
+		case st.thenExpire: // the dedupe window passes: every ledger entry expires
+			keys, err := h.rdb.Keys(context.Background(), tasks.LedgerKey("*")).Result()
+			if err != nil || len(keys) != 1 {
+				t.Fatalf("ledger keys %v, %v: want the one delivered event", keys, err)
+			}
+			if err := h.rdb.Del(context.Background(), keys...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n, err := h.insp.ListArchivedTasks(testQueue); err != nil || len(n) != 0 {
+		t.Errorf("archived tasks left: %v %v", n, err)
+	}
+	for _, m := range []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"requeued", testutil.ToFloat64(h.r.m.requeued.WithLabelValues("seed")), 1},
+		{"dup delivered", testutil.ToFloat64(h.r.m.duplicates.WithLabelValues("seed", "analysis", "delivered")), 1},
+		{"dup in queue", testutil.ToFloat64(h.r.m.duplicates.WithLabelValues("seed", "analysis", "in_queue")), 2},
+		{"dup minutes", testutil.ToFloat64(h.r.m.duplicates.WithLabelValues("seed", "minutes", "in_queue")), 1},
+		{"enqueued analysis", testutil.ToFloat64(h.r.m.enqueued.WithLabelValues("seed", "analysis")), 4},
+		{"enqueued minutes", testutil.ToFloat64(h.r.m.enqueued.WithLabelValues("seed", "minutes")), 1},
+	} {
+		if m.got != m.want {
+			t.Errorf("metric %s = %v, want %v", m.name, m.got, m.want)
+		}
+	}
+	if !strings.Contains(h.logs.String(), `"msg":"receiver: re-send of a dead-lettered event, queueing it afresh"`) {
+		t.Error("no warning logged for the re-queued dead-lettered event")
+	}
+}
+
+// TestDedupeKey pins what the key depends on.
+func TestDedupeKey(t *testing.T) {
+	raw := []byte(`{"id":"d1","call_type":"OUTGOING_CALL","tags":[{"value":"a"}],"n":1.50}`)
+	var ph [32]byte
+	base, err := dedupeKey("r", "c", "d1", miitel.KindAnalysis, raw, ph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := func(route, call, detail string, kind miitel.Kind, raw string, ph [32]byte) string {
+		k, err := dedupeKey(route, call, detail, kind, []byte(raw), ph)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	same := other("r", "c", "d1", miitel.KindAnalysis, "{\n \"n\": 1.50, \"tags\": [ {\"value\": \"a\"} ],\n \"call_type\": \"OUTGOING_CALL\", \"id\": \"d1\"}", ph)
+	if same != base {
+		t.Errorf("re-ordered, re-indented content gave another key")
+	}
+	var ph2 [32]byte
+	ph2[0] = 1
+	for name, k := range map[string]string{
+		"route":        other("r2", "c", "d1", miitel.KindAnalysis, string(raw), ph),
+		"call":         other("r", "c2", "d1", miitel.KindAnalysis, string(raw), ph),
+		"detail":       other("r", "c", "d2", miitel.KindAnalysis, string(raw), ph),
+		"kind":         other("r", "c", "d1", miitel.KindMinutes, string(raw), ph),
+		"content":      other("r", "c", "d1", miitel.KindAnalysis, strings.Replace(string(raw), `"a"`, `"b"`, 1), ph),
+		"payload":      other("r", "c", "d1", miitel.KindAnalysis, string(raw), ph2),
+		"number text":  other("r", "c", "d1", miitel.KindAnalysis, strings.Replace(string(raw), "1.50", "1.5", 1), ph),
+		"field joined": other("rc", "", "d1", miitel.KindAnalysis, string(raw), ph),
+	} {
+		if k == base {
+			t.Errorf("changing the %s kept the key", name)
+		}
+	}
+	if len(base) != dedupeKeyLen || strings.Trim(base, "0123456789abcdef") != "" {
+		t.Errorf("key %q is not %d hex chars", base, dedupeKeyLen)
+	}
+}
+
+// TestPayloadChangesKey: additional payload keys are part of the content, credential keys
+// are not (and never queued).
+func TestPayloadChangesKey(t *testing.T) {
+	h := newHarness(t)
+	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	withTeam := edit(t, seed, func(m map[string]any) { m["team"] = "sales" })
+	h.postOK("/webhooks/miitel/seed", seed)
+	a := h.postOK("/webhooks/miitel/seed", withTeam)
+	if a.Queued != 1 {
+		t.Fatalf("changed additional payload was taken as a re-send: %+v", a)
+	}
+	var payloads []map[string]any
+	for _, ev := range h.pending() {
+		payloads = append(payloads, ev.Payload)
+	}
+	want := []map[string]any{nil, {"team": "sales"}}
+	if diff := cmp.Diff(want, payloads); diff != "" {
+		t.Errorf("queued payloads (-want +got):\n%s", diff)
+	}
+}
+
+// failAfterQueue wraps the real asynq client and runs cut after the n-th successful enqueue.
+type failAfterQueue struct {
+	taskQueue
+	n   int32
+	cut func()
+	ok  atomic.Int32
+}
+
+func (f *failAfterQueue) EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	info, err := f.taskQueue.EnqueueContext(ctx, t, opts...)
+	if err == nil && f.ok.Add(1) == f.n {
+		f.cut()
+	}
+	return info, err
+}
+
+// TestPartialFailure: Redis goes away after the first of three details was queued. The
+// answer is 503 (nothing acknowledged); MiiTel's re-send after recovery queues the other two
+// and finds the first already there, so every detail is queued exactly once.
+func TestPartialFailure(t *testing.T) {
+	h := newHarness(t)
+	proxy := newTCPProxy(t, h.redis.Addr())
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ph := newHarnessOn(t, rdb)
+	ph.r.tasks = &failAfterQueue{taskQueue: ph.r.tasks, n: 1, cut: proxy.cut}
+
+	body := sample(t, "multi_detail.json")
+	resp, b := ph.post("/webhooks/miitel/seed", body, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "30" {
+		t.Fatalf("mid-request outage: %d Retry-After=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+	if n := len(h.pending()); n != 1 { // read through the direct client: the data is intact
+		t.Fatalf("%d tasks queued before the outage, want 1", n)
+	}
+
+	proxy.restore()
+	a := ph.postOK("/webhooks/miitel/seed", body)
+	if a.Queued != 2 || a.Duplicates != 1 || a.Details[0].Result != resultDuplicate {
+		t.Fatalf("re-send after recovery: %+v", a)
+	}
+	evs := h.pending()
+	ids := map[string]int{}
+	for _, ev := range evs {
+		ids[ev.Detail.ID]++
+	}
+	if len(evs) != 3 || len(ids) != 3 {
+		t.Errorf("queued %d tasks for %d details, want 3 and 3: %v", len(evs), len(ids), ids)
+	}
+}
+
+// TestEnqueueTimeout: a Redis that accepts connections and never answers gets a 503 once
+// Server.EnqueueTimeout passes, although the client's read timeout is far longer.
+func TestEnqueueTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // read nothing, answer nothing
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-accepted
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: time.Minute, WriteTimeout: time.Minute, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	h := newHarnessOn(t, rdb, func(o *Options) { o.Server.EnqueueTimeout = 200 * time.Millisecond })
+
+	resp, body := h.post("/webhooks/miitel/seed", sample(t, "samples/call_analysis_completed_seed_sample.json"), nil)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if !strings.Contains(h.logs.String(), "redis did not answer within 200ms") {
+		t.Errorf("log does not say why: %s", h.logs.String())
+	}
+	if code := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz against a hung redis: %d", code)
+	}
+}
+
+// TestManyDetailsOneRequest: details are queued in order and the answer lists each.
+func TestManyDetailsOneRequest(t *testing.T) {
+	h := newHarness(t)
+	body := edit(t, sample(t, "samples/call_analysis_completed_sample2.json"), func(m map[string]any) {
+		call := m["call"].(map[string]any)
+		d := call["details"].([]any)[0].(map[string]any)
+		var ds []any
+		for i := range 20 {
+			c := map[string]any{}
+			for k, v := range d {
+				c[k] = v
+			}
+			c["id"] = fmt.Sprintf("leg-%02d", i)
+			ds = append(ds, c)
+		}
+		call["details"] = ds
+	})
+	a := h.postOK("/webhooks/miitel/open", body)
+	if a.Queued != 20 || len(a.Details) != 20 || a.Details[19].ID != "leg-19" {
+		t.Fatalf("response %+v", a)
+	}
+	if n := len(h.pending()); n != 20 {
+		t.Errorf("%d pending, want 20", n)
+	}
+}

@@ -1,0 +1,160 @@
+package receiver
+
+import (
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+)
+
+// parseBody runs the parser the way the handler does after authentication.
+func parseBody(body []byte, authKeys []string) (*parsedCall, error) {
+	top, err := decodeTop(body)
+	if err != nil {
+		return nil, err
+	}
+	if _, isChallenge, err := challengeOf(top); err != nil || isChallenge {
+		return nil, err
+	}
+	payload, err := additionalPayload(top, authKeys)
+	if err != nil {
+		return nil, err
+	}
+	return parseCall("r", top, payload, fixedNow)
+}
+
+// TestParseErrors pins the 400 messages: each names the field and says what is wrong.
+func TestParseErrors(t *testing.T) {
+	const d = `"id":"d1","call_type":"OUTGOING_CALL"`
+	tests := []struct {
+		body string
+		want string
+	}{
+		{`{"call": null}`, "call is required"},
+		{`{"call": []}`, "call must be an object"},
+		{`{"call": {"tenant_code":"t","details":[{` + d + `}]}}`, "call.id is required"},
+		{`{"call": {"id":"","tenant_code":"t","details":[{` + d + `}]}}`, "call.id is required"},
+		{`{"call": {"id":7,"tenant_code":"t","details":[{` + d + `}]}}`, "call.id must be a string"},
+		{`{"call": {"id":"c","details":[{` + d + `}]}}`, "call.tenant_code is required"},
+		{`{"call": {"id":"c","tenant_code":"t"}}`, "call.details is required"},
+		{`{"call": {"id":"c","tenant_code":"t","details":null}}`, "call.details is required"},
+		{`{"call": {"id":"c","tenant_code":"t","details":{}}}`, "call.details must be an array"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[]}}`, "call.details must not be empty"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[null]}}`, "call.details[0] must be an object"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `},{"call_type":"OUTGOING_CALL"}]}}`, "call.details[1].id is required"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{"id":"d1"}]}}`, "call.details[0].call_type is required"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{"id":7,"call_type":"X"}]}}`, "call.details[0].id must be a string, got number"},
+		{`{"call": {"id":"c","tenant_code":"t","details":["x"]}}`, "call.details[0] must be an object"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"dial_starts_at":"yesterday"}]}}`, "call.details[0].dial_starts_at is not an RFC 3339 time"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"dial_ends_at":"2023-11-28 07:26:11"}]}}`, "call.details[0].dial_ends_at is not an RFC 3339 time"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"queueing_answered_at":5}]}}`, "call.details[0].queueing_answered_at must be a string, got number"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"participants":{}}]}}`, "call.details[0].participants must be an array, got object"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"participants":[{"name":1}]}]}}`, "call.details[0].participants.name must be a string, got number"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"analysis":{"score":"high"}}]}}`, "call.details[0].analysis.score must be a number, got string"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want, func(t *testing.T) {
+			_, err := parseBody([]byte(tc.body), nil)
+			var ie *invalidError
+			if !errors.As(err, &ie) {
+				t.Fatalf("err %v, want an invalidError", err)
+			}
+			if ie.msg != tc.want || ie.code != "invalid_payload" {
+				t.Errorf("got %s %q, want invalid_payload %q", ie.code, ie.msg, tc.want)
+			}
+		})
+	}
+}
+
+// TestParseTolerates unknown keys, nulls, empty strings for times, absent sections and
+// call types MiiTel may add later.
+func TestParseTolerates(t *testing.T) {
+	body := `{"call": {"id":"c","tenant_code":"t","new_call_key":{"x":1},"details":[{"id":"d1","call_type":"SOMETHING_NEW",
+		"dial_starts_at":"2023-11-28T07:26:06.123+09:00","dial_answered_at":"","dial_ends_at":null,"queueing_starts_at":null,
+		"analysis":null,"participants":null,"phrases":null,"new_detail_key":[1,2]}]},"params_key":"secret","team":null}`
+	pc, err := parseBody([]byte(body), []string{"params_key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := pc.events[0]
+	if ev.Kind != miitel.KindUnanswered || ev.CallID != "c" || ev.TenantCode != "t" || ev.Detail.ID != "d1" {
+		t.Errorf("event %+v", ev)
+	}
+	if diff := cmp.Diff(map[string]any{"team": nil}, ev.Payload); diff != "" {
+		t.Errorf("payload (-want +got):\n%s", diff)
+	}
+}
+
+// FuzzParse feeds arbitrary bodies to the parser: it must never panic, and whatever it
+// accepts must satisfy what the worker relies on.
+func FuzzParse(f *testing.F) {
+	for _, name := range []string{"multi_detail.json"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	samples, _ := filepath.Glob(filepath.Join("testdata", "samples", "*.json"))
+	for _, s := range samples {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"challenge":"abc","params_key":"x"}`))
+	f.Add([]byte(`{"call":{"id":"c","tenant_code":"t","details":[{"id":"d","call_type":"READ_DTMF","dial_starts_at":"2023-11-28T07:26:06+00:00"}]},"params_key":1}`))
+	f.Add([]byte(`{"call":{"id":"c","tenant_code":"t","details":[{"id":"d","call_type":"X","minutes":null}]}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		pc, err := parseBody(body, []string{"params_key"})
+		if err != nil {
+			var ie *invalidError
+			if !errors.As(err, &ie) {
+				t.Fatalf("parser error is not a 400: %v", err)
+			}
+			if ie.msg == "" || !utf8.ValidString(ie.msg) {
+				t.Fatalf("bad error message %q", ie.msg)
+			}
+			return
+		}
+		if pc == nil { // a challenge
+			return
+		}
+		if len(pc.events) == 0 {
+			t.Fatal("accepted a call without events")
+		}
+		for _, ev := range pc.events {
+			if strings.TrimSpace(ev.CallID) == "" || strings.TrimSpace(ev.TenantCode) == "" ||
+				strings.TrimSpace(ev.Detail.ID) == "" || ev.Detail.CallType == "" {
+				t.Fatalf("accepted an event without its essentials: %+v", ev)
+			}
+			if _, err := hex.DecodeString(ev.DedupeKey); err != nil || len(ev.DedupeKey) != dedupeKeyLen {
+				t.Fatalf("dedupe key %q", ev.DedupeKey)
+			}
+			if _, ok := ev.Payload["params_key"]; ok {
+				t.Fatal("the credential key reached the queued payload")
+			}
+			if ev.Kind != miitel.Classify(&ev.Detail) {
+				t.Fatalf("kind %s", ev.Kind)
+			}
+		}
+		// Parsing is deterministic: the same body gives the same keys.
+		again, err := parseBody(body, []string{"params_key"})
+		if err != nil {
+			t.Fatalf("second parse failed: %v", err)
+		}
+		for i := range pc.events {
+			if again.events[i].DedupeKey != pc.events[i].DedupeKey {
+				t.Fatal("dedupe key not deterministic")
+			}
+		}
+	})
+}
