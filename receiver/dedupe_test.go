@@ -65,14 +65,14 @@ func TestDedupe(t *testing.T) {
 	reordered := edit(t, seed, func(map[string]any) {})
 
 	steps := []struct {
-		name          string
-		body          []byte
-		wantResult    string
-		wantKind      miitel.Kind
-		wantPending   int
-		thenDeliver   bool
-		thenArchive   bool
-		thenExpire    bool
+		name        string
+		body        []byte
+		wantResult  string
+		wantKind    miitel.Kind
+		wantPending int
+		thenDeliver bool
+		thenArchive bool
+		thenExpire  bool
 	}{
 		{name: "first analysis", body: seed, wantResult: resultQueued, wantKind: miitel.KindAnalysis, wantPending: 1},
 		{name: "exact re-send while queued", body: seed, wantResult: resultDuplicate, wantKind: miitel.KindAnalysis, wantPending: 1},
