@@ -42,7 +42,7 @@ func sendCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // seenRequest is what the fake MiiTel receiver saw of one request.
 type seenRequest struct {
 	Proto, Method, UserAgent, ContentType, Auth, Custom string
-	Body                                               map[string]any
+	Body                                                map[string]any
 }
 
 // fakeReceiver records requests and answers with respond(i) (status, body) for the i-th.
@@ -71,7 +71,9 @@ func fakeReceiver(t *testing.T, respond func(i int, body map[string]any) (int, s
 	}
 }
 
-func ok200(int, map[string]any) (int, string, string) { return 200, "application/json", `{"status":"accepted"}` }
+func ok200(int, map[string]any) (int, string, string) {
+	return 200, "application/json", `{"status":"accepted"}`
+}
 
 func echo(_ int, body map[string]any) (int, string, string) {
 	tok, _ := body["challenge"].(string)
@@ -183,7 +185,9 @@ func TestSendChallenge(t *testing.T) {
 		{"json answer", func(_ int, b map[string]any) (int, string, string) {
 			return 200, "application/json", b["challenge"].(string)
 		}, exitFailure, `challenge answered with content type "application/json", want text/plain`},
-		{"rejected", func(int, map[string]any) (int, string, string) { return 401, "application/json", `{"code":"unauthorized"}` }, exitFailure, "401 Unauthorized"},
+		{"rejected", func(int, map[string]any) (int, string, string) {
+			return 401, "application/json", `{"code":"unauthorized"}`
+		}, exitFailure, "401 Unauthorized"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
