@@ -111,6 +111,10 @@ type Worker struct {
 	// RetryBase and RetryMax shape the exponential backoff between attempts.
 	RetryBase time.Duration `yaml:"retry_base" json:"retry_base"`
 	RetryMax  time.Duration `yaml:"retry_max" json:"retry_max"`
+	// PollInterval is how often a worker looks for retries that have come due (asynq's
+	// delayed-task check), and at most how long an idle worker waits before looking for new
+	// work. Shorter means lower latency for retries and more Redis round trips.
+	PollInterval time.Duration `yaml:"poll_interval" json:"poll_interval"`
 	// HotReload watches mapping files and switches to a changed valid one without restart.
 	HotReload bool `yaml:"hot_reload" json:"hot_reload" env:"MCS_WORKER_HOT_RELOAD"`
 	// MetricsListen serves /metrics, /healthz and /readyz for a worker-only process.

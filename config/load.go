@@ -48,6 +48,7 @@ func Default() *Config {
 			IDMapTTL:        90 * 24 * time.Hour,
 			RetryBase:       10 * time.Second,
 			RetryMax:        6 * time.Hour,
+			PollInterval:    5 * time.Second,
 			MetricsListen:   ":9090",
 		},
 	}

@@ -89,6 +89,7 @@ func (c *Config) validate(errs *ErrorList) {
 	positive(errs, "worker.state_ttl", c.Worker.StateTTL)
 	positive(errs, "worker.id_map_ttl", c.Worker.IDMapTTL)
 	positive(errs, "worker.retry_base", c.Worker.RetryBase)
+	positive(errs, "worker.poll_interval", c.Worker.PollInterval)
 	if c.Worker.RetryMax < c.Worker.RetryBase {
 		errs.add("worker.retry_max: must not be below worker.retry_base")
 	}

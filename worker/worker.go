@@ -32,7 +32,8 @@ type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	// PollInterval is how often asynq looks for retries that are due (default 5s); tests
-	// shorten it.
+	// shorten it. An idle worker also looks for new work at least this often (asynq's
+	// default there is 1s), so a short interval shortens both waits.
 	PollInterval time.Duration
 }
 
@@ -88,10 +89,20 @@ func New(o Options) (*Worker, error) {
 		LogLevel:        asynq.WarnLevel,
 
 		DelayedTaskCheckInterval: o.PollInterval,
+		TaskCheckInterval:        taskCheckInterval(o.PollInterval),
 	})
 	w.mux = asynq.NewServeMux()
 	w.mux.HandleFunc(tasks.TypeCallEvent, w.handle)
 	return w, nil
+}
+
+// taskCheckInterval is how long an idle worker waits before looking for new tasks again:
+// asynq's 1s default, or less when the poll interval is shorter.
+func taskCheckInterval(poll time.Duration) time.Duration {
+	if poll > 0 && poll < time.Second {
+		return poll
+	}
+	return 0 // asynq's default
 }
 
 // Run processes tasks until ctx is done, then stops taking new tasks and gives in-flight ones
