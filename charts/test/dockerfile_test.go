@@ -24,6 +24,8 @@ import (
 	"mvdan.cc/sh/v3/syntax"
 )
 
+// repoRoot is where `go list` runs; the files the tests read come through testdata/ (see
+// chartDir).
 const repoRoot = "../.."
 
 // The Dockerfile is not built in CI (no Docker engine there); these tests hold it to the
@@ -36,7 +38,7 @@ type dockerfile struct {
 
 func parseDockerfile(t *testing.T) dockerfile {
 	t.Helper()
-	f, err := os.Open(filepath.Join(repoRoot, "Dockerfile"))
+	f, err := os.Open("testdata/Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +123,7 @@ type makefileBuild struct {
 
 func parseMakefile(t *testing.T) makefileBuild {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, "Makefile"))
+	b, err := os.ReadFile("testdata/Makefile")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +260,7 @@ func TestDockerfileBuildMatchesMakefile(t *testing.T) {
 
 func TestDockerfileGoVersionMatchesGoMod(t *testing.T) {
 	d := parseDockerfile(t)
-	b, err := os.ReadFile(filepath.Join(repoRoot, "go.mod"))
+	b, err := os.ReadFile("testdata/go.mod")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +348,7 @@ func TestDockerfileRuntimeStage(t *testing.T) {
 // (Go files and embedded files of every package of this module, plus go.mod and go.sum)
 // and checks that .dockerignore excludes none of them, and does exclude .git and charts.
 func TestDockerignoreKeepsWhatTheBuildNeeds(t *testing.T) {
-	f, err := os.Open(filepath.Join(repoRoot, ".dockerignore"))
+	f, err := os.Open("testdata/.dockerignore")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"testing"
-
-	"helm.sh/helm/v3/pkg/action"
 )
 
 var dump = flag.String("dump", "", "print the chart rendered with this ci values file (\"default\" for none) and stop")
@@ -19,10 +17,7 @@ func TestDump(t *testing.T) {
 	if *dump != "default" {
 		vals = readValues(t, *dump)
 	}
-	inst := action.NewInstall(&action.Configuration{Log: func(string, ...any) {}})
-	inst.DryRun, inst.ClientOnly, inst.Replace = true, true, true
-	inst.ReleaseName, inst.Namespace, inst.KubeVersion = releaseName, namespace, kubeVersion
-	rel, err := inst.Run(loadChart(t), vals)
+	rel, err := newInstall().Run(loadChart(t), vals)
 	if err != nil {
 		t.Fatal(err)
 	}

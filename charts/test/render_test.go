@@ -22,8 +22,11 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// The chart and the repository files are read through symlinks in testdata/: `go test`
+// only notices changes of files inside this module when it decides whether a cached result
+// is still valid, and ../miitel-crm-sync is outside it.
 const (
-	chartDir    = "../miitel-crm-sync"
+	chartDir    = "testdata/miitel-crm-sync"
 	releaseName = "mcs"
 	namespace   = "crm"
 )
@@ -94,6 +97,11 @@ func merge(base, over map[string]any) map[string]any {
 // does), with Helm's schema validation, and returns the error Helm reports.
 func renderChart(t *testing.T, vals map[string]any) (*rendered, error) {
 	t.Helper()
+	return renderChartOf(t, loadChart(t), vals)
+}
+
+// newInstall is `helm install --dry-run` with no cluster, as `helm template` runs it.
+func newInstall() *action.Install {
 	inst := action.NewInstall(&action.Configuration{Log: func(string, ...any) {}})
 	inst.DryRun = true
 	inst.ClientOnly = true
@@ -102,7 +110,15 @@ func renderChart(t *testing.T, vals map[string]any) (*rendered, error) {
 	inst.Namespace = namespace
 	inst.KubeVersion = kubeVersion
 	inst.APIVersions = chartutil.VersionSet{"monitoring.coreos.com/v1"}
-	rel, err := inst.Run(loadChart(t), vals)
+	return inst
+}
+
+func renderChartOf(t *testing.T, c *chart.Chart, vals map[string]any) (*rendered, error) {
+	t.Helper()
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	rel, err := newInstall().Run(c, vals)
 	if err != nil {
 		return nil, err
 	}

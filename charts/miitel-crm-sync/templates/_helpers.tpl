@@ -152,6 +152,15 @@ Output: YAML {entries: [...]}.
 {{- define "mcs.secretEntries" -}}
 {{- $root := . -}}
 {{- $out := list -}}
+{{- range $what, $list := dict "routes" .Values.routes "connections" .Values.connections -}}
+{{- $names := dict -}}
+{{- range $i, $x := $list -}}
+{{- if hasKey $names $x.name -}}
+{{- fail (printf "miitel-crm-sync: %s[%d]: name %q is used twice" $what $i $x.name) -}}
+{{- end -}}
+{{- $_ := set $names $x.name true -}}
+{{- end -}}
+{{- end -}}
 {{- $e := include "mcs.secretEntry" (dict "root" $root "ref" .Values.redis.password "path" "redis.password" "env" "MCS_SECRET_REDIS_PASSWORD" "key" "redis-password") | fromYaml -}}
 {{- if $e }}{{ $out = append $out $e }}{{ end -}}
 {{- $e = include "mcs.secretEntry" (dict "root" $root "ref" .Values.redis.external.sentinel.password "path" "redis.external.sentinel.password" "env" "MCS_SECRET_REDIS_SENTINEL_PASSWORD" "key" "redis-sentinel-password") | fromYaml -}}
