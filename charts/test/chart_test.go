@@ -402,7 +402,7 @@ func TestSecretWiring(t *testing.T) {
 	type ref struct{ secret, key string }
 	tests := []struct {
 		file       string
-		wantSecret bool          // the chart renders its own Secret
+		wantSecret bool           // the chart renders its own Secret
 		want       map[string]ref // env var -> where it comes from
 		values     map[string]string
 	}{
@@ -410,10 +410,10 @@ func TestSecretWiring(t *testing.T) {
 			file:       "external-redis-existing-secret-values.yaml",
 			wantSecret: false,
 			want: map[string]ref{
-				"MCS_SECRET_REDIS_PASSWORD":                     {"mcs-credentials", "redis-password"},
-				"MCS_SECRET_REDIS_SENTINEL_PASSWORD":            {"redis-sentinel", "password"},
-				"MCS_SECRET_ROUTE_SALES_BEARER_0":               {"mcs-credentials", "miitel-bearer"},
-				"MCS_SECRET_ROUTE_SALES_BASIC_0":                {"miitel-basic", "password"},
+				"MCS_SECRET_REDIS_PASSWORD":                    {"mcs-credentials", "redis-password"},
+				"MCS_SECRET_REDIS_SENTINEL_PASSWORD":           {"redis-sentinel", "password"},
+				"MCS_SECRET_ROUTE_SALES_BEARER_0":              {"mcs-credentials", "miitel-bearer"},
+				"MCS_SECRET_ROUTE_SALES_BASIC_0":               {"miitel-basic", "password"},
 				"MCS_SECRET_CONNECTION_SALESFORCE_PRIVATE_KEY": {"mcs-credentials", "salesforce-private-key"},
 			},
 		},
@@ -431,12 +431,12 @@ func TestSecretWiring(t *testing.T) {
 			file:       "bundled-redis-values.yaml",
 			wantSecret: true,
 			want: map[string]ref{
-				"MCS_SECRET_REDIS_PASSWORD":                         {fullname, "redis-password"},
-				"MCS_SECRET_ROUTE_SALES_BEARER_0":                   {fullname, "route-sales-bearer-0"},
-				"MCS_SECRET_ROUTE_SALES_BEARER_1":                   {fullname, "route-sales-bearer-1"},
-				"MCS_SECRET_ROUTE_SALES_PAYLOAD_0":                  {fullname, "route-sales-payload-0"},
-				"MCS_SECRET_ROUTE_SUPPORT_BASIC_0":                  {fullname, "route-support-basic-0"},
-				"MCS_SECRET_ROUTE_SUPPORT_HEADER_0":                 {fullname, "route-support-header-0"},
+				"MCS_SECRET_REDIS_PASSWORD":                       {fullname, "redis-password"},
+				"MCS_SECRET_ROUTE_SALES_BEARER_0":                 {fullname, "route-sales-bearer-0"},
+				"MCS_SECRET_ROUTE_SALES_BEARER_1":                 {fullname, "route-sales-bearer-1"},
+				"MCS_SECRET_ROUTE_SALES_PAYLOAD_0":                {fullname, "route-sales-payload-0"},
+				"MCS_SECRET_ROUTE_SUPPORT_BASIC_0":                {fullname, "route-support-basic-0"},
+				"MCS_SECRET_ROUTE_SUPPORT_HEADER_0":               {fullname, "route-support-header-0"},
 				"MCS_SECRET_CONNECTION_HUBSPOT_PRIVATE_APP_TOKEN": {fullname, "connection-hubspot-private-app-token"},
 			},
 			values: map[string]string{
