@@ -1,0 +1,87 @@
+package charttest
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// TestRenderedConfigLoadsInTheService hands every rendered config.yaml, with the pods'
+// secret environment, to the service's own `miitel-crm-sync config`, which loads it exactly
+// as the receiver and worker do (strict YAML, secrets resolved, Validate). A key the chart
+// misspells, a duration it writes wrongly or a secret variable it forgets fails here.
+func TestRenderedConfigLoadsInTheService(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: not building the service binary to load the rendered configs")
+	}
+	bin := filepath.Join(t.TempDir(), "miitel-crm-sync")
+	build := exec.Command("go", "build", "-o", bin, parseMakefile(t).pkg)
+	build.Dir = repoRoot
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the service: %v\n%s", err, out)
+	}
+
+	for name, vals := range valueSets(t) {
+		t.Run(name, func(t *testing.T) {
+			r := mustRender(t, vals)
+			dir := t.TempDir()
+			cfgPath := filepath.Join(dir, "config.yaml")
+			cm := get[*corev1.ConfigMap](t, r, "ConfigMap", fullname+"-config")
+			if err := os.WriteFile(cfgPath, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			chartSecret, _ := r.objects["Secret/"+fullname].(*corev1.Secret)
+			for _, c := range []string{"receiver", "worker"} {
+				d := get[*appsv1.Deployment](t, r, "Deployment", fullname+"-"+c)
+				// Only what the pod gets: PATH for nothing else, plus its secret variables.
+				env := []string{"PATH=" + os.Getenv("PATH")}
+				for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+					if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+						continue
+					}
+					ref := e.ValueFrom.SecretKeyRef
+					v := "stand-in-for-" + ref.Name + "/" + ref.Key // a Secret managed outside the chart
+					if ref.Name == fullname {
+						v = string(chartSecret.Data[ref.Key])
+					}
+					env = append(env, e.Name+"="+v)
+				}
+				cmd := exec.Command(bin, "config", "--config", cfgPath)
+				cmd.Env = env
+				out, err := cmd.Output()
+				if err != nil {
+					var stderr []byte
+					if ee, ok := err.(*exec.ExitError); ok {
+						stderr = ee.Stderr
+					}
+					t.Fatalf("%s: the service refuses the rendered config: %v\n%s\nconfig.yaml:\n%s", c, err, stderr, cm.Data["config.yaml"])
+				}
+				var loaded struct {
+					Routes []struct {
+						Name string `json:"name"`
+					} `json:"routes"`
+				}
+				if err := json.Unmarshal(out, &loaded); err != nil {
+					t.Fatalf("%s: config output is not JSON: %v\n%s", c, err, out)
+				}
+				var want, got []string
+				for _, rt := range dig(t, configOf(t, r), "routes").([]any) {
+					want = append(want, rt.(map[string]any)["name"].(string))
+				}
+				for _, rt := range loaded.Routes {
+					got = append(got, rt.Name)
+				}
+				if !slices.Equal(want, got) {
+					t.Errorf("%s: service loaded routes %v, chart rendered %v", c, got, want)
+				}
+			}
+		})
+	}
+}
