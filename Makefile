@@ -34,7 +34,7 @@ test-go:
 	$(GO) test -race -shuffle=on -count=1 -timeout 10m ./...
 
 test-chart:
-	@if [ -f charts/test/go.mod ]; then cd charts/test && $(GO) test -count=1 -timeout 10m ./...; fi
+	@if [ -f charts/test/go.mod ]; then cd charts/test && $(GO) test -count=1 -shuffle=on -timeout 10m ./...; fi
 
 ## bench: the benchmarks (receiver accept path, mapping render, ...)
 bench:
