@@ -21,6 +21,8 @@ metadata:
 spec:
   serviceAccountName: {{ include "mcs.serviceAccountName" $root }}
   automountServiceAccountToken: false
+  # Service links would inject <SERVICE>_PORT variables; a Service named "mcs" would then set
+  # MCS_PORT next to the application's own MCS_* settings.
   enableServiceLinks: false
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
