@@ -152,14 +152,13 @@ func New(o Options) (*Connector, error) {
 			return nil, fmt.Errorf("hubspot: %w", err)
 		}
 		tokens = st
-		// HubSpot tokens are refreshed from their expiry; a 401 saying the token expired
-		// anyway (clock skew, revoked session) drops the shared copy so the retry refreshes.
-		reauth = func(_ *http.Response, body []byte) crm.Reauth {
-			if strings.Contains(string(body), "EXPIRED_AUTHENTICATION") {
-				return crm.DropToken
-			}
-			return crm.KeepToken
-		}
+		// HubSpot tokens are refreshed from their expiry; a 401 all the same means the
+		// token expired early (clock skew) or is no longer valid (the app was uninstalled,
+		// its tokens revoked). Either way the shared copy is dropped and the request sent
+		// once more with a fresh token: a revoked grant then surfaces at once as Broken and
+		// the task parks, instead of every attempt failing on a dead token that stays
+		// "valid" in Redis for up to 30 minutes and burning the task's retries.
+		reauth = func(*http.Response, []byte) crm.Reauth { return crm.DropTokenAndRetry }
 	default:
 		return nil, errors.New("hubspot: set private_app_token, or client_id + client_secret + a refresh token")
 	}
