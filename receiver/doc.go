@@ -22,6 +22,10 @@
 // admin can tell a missing "additional header" from a wrong one; neither says which
 // credential kinds exist beyond the WWW-Authenticate challenge. Authentication comes before
 // content-type and JSON checks, so an unauthenticated caller learns nothing about the parser.
+// A body with a "challenge" key is a handshake even if it also carries a call: MiiTel's
+// handshake carries the admin's additional payload, and queueing from a handshake would be
+// a surprise. The configured payload-credential keys are removed before anything is queued,
+// matched or not (a rotated-out key is still a secret).
 //
 // Deduplication: each task's TaskID is a dedupe key, a hash over the route, call id, detail
 // id, event kind and the canonical (key-sorted) content of the detail plus the queued
