@@ -361,16 +361,24 @@ func (s *stack) waitDelivered(t *testing.T) {
 			return false, err.Error()
 		}
 		if qi.Archived > 0 {
-			archived, _ := in.ListArchivedTasks(queueName)
-			var reasons []string
-			for _, a := range archived {
-				reasons = append(reasons, a.ID+": "+a.LastErr)
-			}
-			t.Fatalf("%d task(s) dead-lettered:\n%s", qi.Archived, strings.Join(reasons, "\n"))
+			t.Fatalf("%d task(s) dead-lettered:\n%s", qi.Archived, deadLetters(in))
 		}
 		return qi.Pending+qi.Active+qi.Scheduled+qi.Retry == 0,
 			fmt.Sprintf("pending %d active %d scheduled %d retry %d", qi.Pending, qi.Active, qi.Scheduled, qi.Retry)
 	})
+}
+
+// deadLetters lists the archived tasks with their reasons.
+func deadLetters(in *asynq.Inspector) string {
+	archived, err := in.ListArchivedTasks(queueName)
+	if err != nil {
+		return err.Error()
+	}
+	var reasons []string
+	for _, a := range archived {
+		reasons = append(reasons, a.ID+": "+a.LastErr)
+	}
+	return strings.Join(reasons, "\n")
 }
 
 // metric returns the value of a counter or gauge series on the receiver's /metrics (the
