@@ -135,43 +135,63 @@ func TestDedupe(t *testing.T) {
 	}
 }
 
-// TestDedupeKey pins what the key depends on.
+// TestDedupeKey pins what the key depends on: the route, the call, the detail, the kind and
+// the queued content, and nothing else.
 func TestDedupeKey(t *testing.T) {
-	raw := []byte(`{"id":"d1","call_type":"OUTGOING_CALL","tags":[{"value":"a"}],"n":1.50}`)
-	var ph [32]byte
-	base, err := dedupeKey("r", "c", "d1", miitel.KindAnalysis, raw, ph)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := func(route, call, detail string, kind miitel.Kind, raw string, ph [32]byte) string {
-		k, err := dedupeKey(route, call, detail, kind, []byte(raw), ph)
+	const base = `{"call":{"id":"c","tenant_code":"t","details":[{"id":"d1","call_type":"OUTGOING_CALL",
+		"dial_answered_at":"2023-11-28T07:26:23+00:00","tags":[{"value":"a"}],"analysis":{"score":1.50}}]},"params_key":"k"}`
+	keyOf := func(route, body string) string {
+		t.Helper()
+		top, err := decodeTop([]byte(body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return k
+		payload, err := additionalPayload(top, []string{"params_key"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := parseCall(route, top, payload, fixedNow)
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		return pc.events[0].DedupeKey
 	}
-	same := other("r", "c", "d1", miitel.KindAnalysis, "{\n \"n\": 1.50, \"tags\": [ {\"value\": \"a\"} ],\n \"call_type\": \"OUTGOING_CALL\", \"id\": \"d1\"}", ph)
-	if same != base {
-		t.Errorf("re-ordered, re-indented content gave another key")
+	want := keyOf("r", base)
+	if len(want) != dedupeKeyLen || strings.Trim(want, "0123456789abcdef") != "" {
+		t.Errorf("key %q is not %d hex chars", want, dedupeKeyLen)
 	}
-	var ph2 [32]byte
-	ph2[0] = 1
-	for name, k := range map[string]string{
-		"route":        other("r2", "c", "d1", miitel.KindAnalysis, string(raw), ph),
-		"call":         other("r", "c2", "d1", miitel.KindAnalysis, string(raw), ph),
-		"detail":       other("r", "c", "d2", miitel.KindAnalysis, string(raw), ph),
-		"kind":         other("r", "c", "d1", miitel.KindMinutes, string(raw), ph),
-		"content":      other("r", "c", "d1", miitel.KindAnalysis, strings.Replace(string(raw), `"a"`, `"b"`, 1), ph),
-		"payload":      other("r", "c", "d1", miitel.KindAnalysis, string(raw), ph2),
-		"number text":  other("r", "c", "d1", miitel.KindAnalysis, strings.Replace(string(raw), "1.50", "1.5", 1), ph),
-		"field joined": other("rc", "", "d1", miitel.KindAnalysis, string(raw), ph),
-	} {
-		if k == base {
+	same := map[string]string{
+		"key order and whitespace": `{"params_key":"k","call":{"details":[{"analysis":{"score":1.50},"tags":[{"value":"a"}],
+			"dial_answered_at":"2023-11-28T07:26:23+00:00","call_type":"OUTGOING_CALL","id":"d1"}],"tenant_code":"t","id":"c"}}`,
+		"number spelling":             strings.Replace(base, "1.50", "1.5", 1),
+		"another credential value":    strings.Replace(base, `"k"`, `"k2"`, 1),
+		"a key the types do not know": strings.Replace(base, `"id":"d1",`, `"id":"d1","brand_new":{"x":1},`, 1),
+		"explicit nulls":              strings.Replace(base, `"id":"d1",`, `"id":"d1","from_number":null,"minutes_x":null,`, 1),
+	}
+	for name, body := range same {
+		if got := keyOf("r", body); got != want {
+			t.Errorf("%s changed the key", name)
+		}
+	}
+	differs := map[string]string{
+		"call id":            strings.Replace(base, `"id":"c"`, `"id":"c2"`, 1),
+		"tenant":             strings.Replace(base, `"tenant_code":"t"`, `"tenant_code":"t2"`, 1),
+		"detail id":          strings.Replace(base, `"id":"d1"`, `"id":"d2"`, 1),
+		"memo":               strings.Replace(base, `"value":"a"`, `"value":"b"`, 1),
+		"kind (unanswered)":  strings.Replace(base, `"2023-11-28T07:26:23+00:00"`, `null`, 1),
+		"kind (minutes)":     strings.Replace(base, `"id":"d1",`, `"id":"d1","minutes":"m",`, 1),
+		"additional payload": strings.Replace(base, `"params_key":"k"`, `"params_key":"k","team":"x"`, 1),
+	}
+	for name, body := range differs {
+		if body == base {
+			t.Fatalf("%s: edit did not apply", name)
+		}
+		if got := keyOf("r", body); got == want {
 			t.Errorf("changing the %s kept the key", name)
 		}
 	}
-	if len(base) != dedupeKeyLen || strings.Trim(base, "0123456789abcdef") != "" {
-		t.Errorf("key %q is not %d hex chars", base, dedupeKeyLen)
+	if keyOf("r2", base) == want {
+		t.Error("another route kept the key")
 	}
 }
 

@@ -110,7 +110,7 @@ func parseCall(route string, top map[string]json.RawMessage, payload map[string]
 			return nil, err
 		}
 		ev.Route, ev.CallID, ev.TenantCode, ev.ReceivedAt, ev.Payload = route, callID, tenant, receivedAt, payload
-		ev.DedupeKey, err = dedupeKey(route, callID, ev.Detail.ID, ev.Kind, raw, payloadHash)
+		ev.DedupeKey, err = dedupeKey(route, callID, ev.Kind, &ev.Detail, payloadHash)
 		if err != nil {
 			return nil, fmt.Errorf("receiver: dedupe key: %w", err)
 		}
@@ -239,17 +239,6 @@ func decodeAny(raw []byte) (any, error) {
 	return v, nil
 }
 
-// canonical re-encodes a JSON value with object keys sorted (encoding/json sorts map keys)
-// and insignificant whitespace dropped, so the same content always gives the same bytes
-// whatever key order or indentation the sender used.
-func canonical(raw []byte) ([]byte, error) {
-	v, err := decodeAny(raw)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(v)
-}
-
 // canonicalHash hashes the queued additional payload together with the tenant code: both
 // are part of what the worker will write, so a change in either is not a re-send.
 func canonicalHash(payload map[string]any, tenant string) ([sha256.Size]byte, error) {
@@ -271,15 +260,19 @@ func canonicalHash(payload map[string]any, tenant string) ([sha256.Size]byte, er
 const dedupeKeyLen = 32
 
 // dedupeKey names one event's content: route, call id, detail id, kind and the hash of the
-// canonical detail and payload. NUL separators keep ("ab","c") and ("a","bc") apart.
-func dedupeKey(route, callID, detailID string, kind miitel.Kind, detailRaw []byte, payloadHash [sha256.Size]byte) (string, error) {
-	c, err := canonical(detailRaw)
+// detail as it is queued plus the payload hash. The detail is hashed in its typed JSON
+// encoding: field order is fixed and keys the types do not know are dropped, exactly as in
+// the task, so a re-send that differs only in key order, whitespace, number spelling (1.50
+// vs 1.5) or a key the worker never sees maps to the same key. NUL separators keep ("ab","c")
+// and ("a","bc") apart.
+func dedupeKey(route, callID string, kind miitel.Kind, d *miitel.Detail, payloadHash [sha256.Size]byte) (string, error) {
+	b, err := json.Marshal(d)
 	if err != nil {
 		return "", err
 	}
-	content := sha256.Sum256(c)
+	content := sha256.Sum256(b)
 	h := sha256.New()
-	for _, s := range []string{route, callID, detailID, string(kind)} {
+	for _, s := range []string{route, callID, d.ID, string(kind)} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
