@@ -67,32 +67,30 @@ func contactStored(national string) string {
 // with the fields a rep relies on.
 func checkCalls(t *testing.T, s *stack, wants []wantCall) {
 	t.Helper()
-	calls, tasks := s.hubspotCalls(t), s.salesforceTasks(t)
-	if len(calls) != len(wants) || len(tasks) != len(wants) {
-		t.Errorf("HubSpot holds %d calls and Salesforce %d Tasks, want %d each", len(calls), len(tasks), len(wants))
-	}
-	jst, err := time.LoadLocation("Asia/Tokyo")
-	if err != nil {
-		t.Fatal(err)
+	checkHubSpot(t, s, wants)
+	checkSalesforce(t, s, wants)
+}
+
+func checkHubSpot(t *testing.T, s *stack, wants []wantCall) {
+	t.Helper()
+	calls := s.hubspotCalls(t)
+	if len(calls) != len(wants) {
+		t.Errorf("HubSpot holds %d calls, want %d", len(calls), len(wants))
 	}
 	for _, w := range wants {
-		started, err := time.Parse(time.RFC3339, w.started)
-		if err != nil {
-			t.Fatal(err)
-		}
-		direction, callType := "OUTBOUND", "Outbound"
+		started := mustTime(t, w.started)
+		direction := "OUTBOUND"
 		if w.inbound {
-			direction, callType = "INBOUND", "Inbound"
+			direction = "INBOUND"
 		}
-		hsOwner, sfOwner := "", "<integration user>" // a Task always has an owner
+		hsOwner := ""
 		if w.owner {
-			hsOwner, sfOwner = "<owner "+repEmail+">", "<user "+repEmail+">"
+			hsOwner = "<owner " + repEmail + ">"
 		}
-		hsContacts, sfWho := []string{}, ""
+		hsContacts := []string{}
 		if w.contact != "" {
-			hsContacts, sfWho = []string{"<contact " + contactStored(w.contact) + ">"}, "<contact "+contactStored(w.contact)+">"
+			hsContacts = []string{"<contact " + contactStored(w.contact) + ">"}
 		}
-
 		c, ok := calls[w.detail]
 		if !ok {
 			t.Errorf("HubSpot has no call for detail %s", w.detail)
@@ -114,7 +112,38 @@ func checkCalls(t *testing.T, s *stack, wants []wantCall) {
 				}
 			}
 		}
+	}
+}
 
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	ts, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+func checkSalesforce(t *testing.T, s *stack, wants []wantCall) {
+	t.Helper()
+	tasks := s.salesforceTasks(t)
+	if len(tasks) != len(wants) {
+		t.Errorf("Salesforce holds %d Tasks, want %d", len(tasks), len(wants))
+	}
+	jst, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range wants {
+		started := mustTime(t, w.started)
+		callType := "Outbound"
+		if w.inbound {
+			callType = "Inbound"
+		}
+		sfOwner := "<integration user>" // a Task always has an owner
+		if w.owner {
+			sfOwner = "<user " + repEmail + ">"
+		}
 		task, ok := tasks[w.detail]
 		if !ok {
 			t.Errorf("Salesforce has no Task for detail %s", w.detail)
@@ -125,7 +154,7 @@ func checkCalls(t *testing.T, s *stack, wants []wantCall) {
 		want := map[string]any{"Subject": w.title, "CallType": callType, "CallDurationInSeconds": fmt.Sprint(w.seconds),
 			"ActivityDate": started.In(jst).Format(time.DateOnly), "OwnerId": sfOwner, "TaskSubtype": "Call", "Status": "Completed"}
 		if w.contact != "" {
-			got["WhoId"], want["WhoId"] = task["WhoId"], sfWho
+			got["WhoId"], want["WhoId"] = task["WhoId"], "<contact "+contactStored(w.contact)+">"
 		} else if who, has := task["WhoId"]; has {
 			t.Errorf("Salesforce Task of %s: WhoId %v, want none (the detail has no customer number)", w.detail, who)
 		}

@@ -86,9 +86,9 @@ type stackOptions struct {
 	hubspotOAuth bool
 	// salesforceFlow is client_credentials (default) or refresh_token.
 	salesforceFlow string
-	// hubspotURL and salesforceURL replace the fakes' URLs in the config (a proxy in front
-	// of them).
-	hubspotURL, salesforceURL string
+	// hubspotVia and salesforceVia, when set, get a fake's URL and return the URL the
+	// config names instead (a proxy in front of the fake).
+	hubspotVia, salesforceVia func(fakeURL string) string
 	// maxRetry is queue.max_retry (default 10).
 	maxRetry int
 }
@@ -145,7 +145,10 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"HUBSPOT_CLIENT_SECRET": "client-secret",
 		"SF_CLIENT_SECRET":      s.sf.ClientSecret(),
 	}
-	hsURL := cmpOrString(o.hubspotURL, s.hs.URL)
+	hsURL := s.hs.URL
+	if o.hubspotVia != nil {
+		hsURL = o.hubspotVia(hsURL)
+	}
 	hubspotCfg := fmt.Sprintf("      base_url: %q\n      private_app_token: {env: HUBSPOT_TOKEN}\n", hsURL)
 	if o.hubspotOAuth {
 		s.hubspotRefresh = s.hs.IssueRefreshToken()
@@ -154,7 +157,10 @@ func newStack(t *testing.T, o stackOptions) *stack {
 			"      client_secret: {env: HUBSPOT_CLIENT_SECRET}\n      refresh_token: {env: HUBSPOT_REFRESH_TOKEN}\n",
 			hsURL, hsURL+"/oauth/v1/token")
 	}
-	sfURL := cmpOrString(o.salesforceURL, s.sf.URL)
+	sfURL := s.sf.URL
+	if o.salesforceVia != nil {
+		sfURL = o.salesforceVia(sfURL)
+	}
 	salesforceCfg := fmt.Sprintf("      login_url: %q\n      flow: %s\n      client_id: %q\n      client_secret: {env: SF_CLIENT_SECRET}\n"+
 		"      external_id_field: %s\n      request_limit_wait: 1s\n", sfURL, o.salesforceFlow, s.sf.ClientID(), externalIDField)
 	if o.salesforceFlow == "refresh_token" {
