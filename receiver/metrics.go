@@ -23,7 +23,7 @@ type metrics struct {
 const unknownRoute = "_unknown"
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	const ns, sub = "miitel_crm_sync", "receiver"
+	const ns, sub = "mcs", "receiver" // one prefix for every metric of the service
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "requests_total",

@@ -88,19 +88,19 @@ func TestMetricsEndpoint(t *testing.T) {
 	h.post("/webhooks/miitel/open", []byte(`{"challenge":"x"}`), nil)
 
 	want := `
-# HELP miitel_crm_sync_receiver_requests_total Webhook requests by route, outcome and HTTP status.
-# TYPE miitel_crm_sync_receiver_requests_total counter
-miitel_crm_sync_receiver_requests_total{outcome="challenge",route="open",status="200"} 1
-miitel_crm_sync_receiver_requests_total{outcome="duplicate",route="seed",status="200"} 1
-miitel_crm_sync_receiver_requests_total{outcome="not_found",route="_unknown",status="404"} 1
-miitel_crm_sync_receiver_requests_total{outcome="queued",route="seed",status="200"} 1
-miitel_crm_sync_receiver_requests_total{outcome="unauthorized",route="bearer",status="401"} 1
-# HELP miitel_crm_sync_receiver_enqueued_tasks_total Call-detail tasks accepted by Redis, by route and event kind.
-# TYPE miitel_crm_sync_receiver_enqueued_tasks_total counter
-miitel_crm_sync_receiver_enqueued_tasks_total{kind="analysis",route="seed"} 1
+# HELP mcs_receiver_requests_total Webhook requests by route, outcome and HTTP status.
+# TYPE mcs_receiver_requests_total counter
+mcs_receiver_requests_total{outcome="challenge",route="open",status="200"} 1
+mcs_receiver_requests_total{outcome="duplicate",route="seed",status="200"} 1
+mcs_receiver_requests_total{outcome="not_found",route="_unknown",status="404"} 1
+mcs_receiver_requests_total{outcome="queued",route="seed",status="200"} 1
+mcs_receiver_requests_total{outcome="unauthorized",route="bearer",status="401"} 1
+# HELP mcs_receiver_enqueued_tasks_total Call-detail tasks accepted by Redis, by route and event kind.
+# TYPE mcs_receiver_enqueued_tasks_total counter
+mcs_receiver_enqueued_tasks_total{kind="analysis",route="seed"} 1
 `
 	if err := testutil.ScrapeAndCompare(h.http.URL+"/metrics", strings.NewReader(want),
-		"miitel_crm_sync_receiver_requests_total", "miitel_crm_sync_receiver_enqueued_tasks_total"); err != nil {
+		"mcs_receiver_requests_total", "mcs_receiver_enqueued_tasks_total"); err != nil {
 		t.Error(err)
 	}
 	if n := testutil.CollectAndCount(h.r.m.bodyBytes); n != 3 { // seed, bearer, open
