@@ -2,7 +2,6 @@ package mappers
 
 import (
 	"fmt"
-	"html"
 	"reflect"
 	"regexp"
 	"strings"
@@ -32,11 +31,13 @@ type builtins struct {
 	loc    *time.Location
 	region string
 	zones  sync.Map // time zone name -> *time.Location, for format_time's third argument
+	phones phoneCache
 }
 
+// table values are boxed once at load, so a lookup allocates nothing.
 type table struct {
-	values map[string]string
-	def    *string
+	values map[string]any
+	def    any // nil: no default
 }
 
 // text is the string in v: a string, or a non-nil *string. ok is false for nil and others.
@@ -106,8 +107,8 @@ func (b *builtins) options() []expr.Option {
 
 	return []expr.Option{
 		expr.Function("timestamp", b.timestamp, sig(time.Time{}, timeLikes)...),
-		expr.Function("duration_ms", b.durationMS, sig(0, strOrPtr, strOrPtr)...),
-		expr.Function("duration_s", b.durationS, sig(0, strOrPtr, strOrPtr)...),
+		expr.Function("duration_ms", b.durationMS, sig(int64(0), strOrPtr, strOrPtr)...),
+		expr.Function("duration_s", b.durationS, sig(int64(0), strOrPtr, strOrPtr)...),
 		expr.Function("format_time", b.formatTime, append(sig("", timeLikes, one("")), sig("", timeLikes, one(""), one(""))...)...),
 		expr.Function("phone_e164", b.phoneE164, append(sig("", strOrPtr), sig("", strOrPtr, one(""))...)...),
 		expr.Function("phone_national", b.phoneNational, append(sig("", strOrPtr), sig("", strOrPtr, one(""))...)...),
@@ -173,7 +174,7 @@ func (b *builtins) durationMS(p ...any) (any, error) {
 	if !ok {
 		return nil, nil
 	}
-	return int(d.Milliseconds()), nil
+	return d.Milliseconds(), nil
 }
 
 // durationS is end-start in whole seconds, rounded (Salesforce CallDurationInSeconds).
@@ -182,7 +183,7 @@ func (b *builtins) durationS(p ...any) (any, error) {
 	if !ok {
 		return nil, nil
 	}
-	return int(d.Round(time.Second) / time.Second), nil
+	return int64(d.Round(time.Second) / time.Second), nil
 }
 
 // formatTime formats a time with a Go layout in the mapping's time zone, or the one named.
@@ -213,19 +214,53 @@ func (b *builtins) zone(name string) (*time.Location, error) {
 	return l, nil
 }
 
+// phoneInfo is what the mapping needs of a parsed number. Parsing with libphonenumber costs
+// tens of allocations, and one render asks for the same customer number several times
+// (title, contact), as do all the events of a call, so results are cached per mapping.
+type phoneInfo struct {
+	ok       bool
+	e164     any // string, boxed once so a cache hit allocates nothing
+	national any // "03-1234-5678"
+	digits   string
+}
+
+type phoneKey struct{ number, region string }
+
+// phoneCache is a bounded map: when full it is emptied, which is simpler than LRU and costs
+// one re-parse per number for a cache that holds a working set of recent calls.
+type phoneCache struct {
+	mu sync.Mutex
+	m  map[phoneKey]phoneInfo
+}
+
+const phoneCacheSize = 4096
+
 // phone parses a number as MiiTel sends it (national format, with or without hyphens) in the
-// given region. Numbers that cannot be a phone number in any plan are nothing; numbers that
+// given region. Numbers that cannot be a phone number in any plan are not ok; numbers that
 // merely are not assigned (test numbers like 090-0000-0000) are kept.
-func phone(v any, region string) (*phonenumbers.PhoneNumber, bool) {
+func (b *builtins) phone(v any, region string) phoneInfo {
 	s, ok := nonEmpty(v)
 	if !ok {
-		return nil, false
+		return phoneInfo{}
 	}
-	n, err := phonenumbers.Parse(s, region)
-	if err != nil || !phonenumbers.IsPossibleNumber(n) {
-		return nil, false
+	k := phoneKey{s, region}
+	b.phones.mu.Lock()
+	info, hit := b.phones.m[k]
+	b.phones.mu.Unlock()
+	if hit {
+		return info
 	}
-	return n, true
+	if n, err := phonenumbers.Parse(s, region); err == nil && phonenumbers.IsPossibleNumber(n) {
+		national := phonenumbers.Format(n, phonenumbers.NATIONAL)
+		info = phoneInfo{ok: true, e164: phonenumbers.Format(n, phonenumbers.E164), national: national, digits: digitsOnly(national)}
+	}
+	b.phones.mu.Lock()
+	if b.phones.m == nil || len(b.phones.m) >= phoneCacheSize {
+		b.phones.m = make(map[phoneKey]phoneInfo, 64)
+	}
+	b.phones.m[k] = info
+	b.phones.mu.Unlock()
+	return info
 }
 
 func (b *builtins) regionArg(p []any) string {
@@ -236,30 +271,27 @@ func (b *builtins) regionArg(p []any) string {
 }
 
 func (b *builtins) phoneE164(p ...any) (any, error) {
-	n, ok := phone(p[0], b.regionArg(p))
-	if !ok {
-		return nil, nil
+	if info := b.phone(p[0], b.regionArg(p)); info.ok {
+		return info.e164, nil
 	}
-	return phonenumbers.Format(n, phonenumbers.E164), nil
+	return nil, nil
 }
 
 func (b *builtins) phoneNational(p ...any) (any, error) {
-	n, ok := phone(p[0], b.regionArg(p))
-	if !ok {
-		return nil, nil
+	if info := b.phone(p[0], b.regionArg(p)); info.ok {
+		return info.national, nil
 	}
-	return phonenumbers.Format(n, phonenumbers.NATIONAL), nil
+	return nil, nil
 }
 
-// nationalDigits is the national format without separators, as CRM phone searches want it.
-func nationalDigits(n *phonenumbers.PhoneNumber) string {
-	f := phonenumbers.Format(n, phonenumbers.NATIONAL)
+// digitsOnly is the national format without separators, as CRM phone searches want it.
+func digitsOnly(national string) string {
 	return strings.Map(func(r rune) rune {
 		if r >= '0' && r <= '9' {
 			return r
 		}
 		return -1
-	}, f)
+	}, national)
 }
 
 // Transcript styles.
@@ -557,7 +589,9 @@ func htmlEscape(p ...any) (any, error) {
 	if !ok {
 		return nil, nil
 	}
-	return html.EscapeString(s), nil
+	var sb strings.Builder
+	escapeHTML(&sb, s, false)
+	return sb.String(), nil
 }
 
 // htmlText escapes s for an HTML body and keeps its line breaks as <br>.
@@ -566,12 +600,50 @@ func htmlText(p ...any) (any, error) {
 	if !ok {
 		return nil, nil
 	}
-	return escapeLines(s), nil
+	var sb strings.Builder
+	escapeHTML(&sb, s, true)
+	return sb.String(), nil
 }
 
-var brReplacer = strings.NewReplacer("\r\n", "<br>", "\n", "<br>")
-
-func escapeLines(s string) string { return brReplacer.Replace(html.EscapeString(s)) }
+// escapeHTML writes s escaped as html.EscapeString does, and with br its line breaks as
+// <br>, in one pass into one buffer (bodies are the largest values a render builds).
+func escapeHTML(sb *strings.Builder, s string, br bool) {
+	sb.Grow(len(s) + len(s)/8)
+	last := 0
+	for i := 0; i < len(s); i++ {
+		var rep string
+		switch s[i] {
+		case '<':
+			rep = "&lt;"
+		case '>':
+			rep = "&gt;"
+		case '&':
+			rep = "&amp;"
+		case '"':
+			rep = "&#34;"
+		case '\'':
+			rep = "&#39;"
+		case '\n':
+			if !br {
+				continue
+			}
+			rep = "<br>"
+		case '\r':
+			if !br || i+1 >= len(s) || s[i+1] != '\n' {
+				continue
+			}
+			sb.WriteString(s[last:i])
+			last = i + 1 // drop the \r of \r\n; the \n becomes <br>
+			continue
+		default:
+			continue
+		}
+		sb.WriteString(s[last:i])
+		sb.WriteString(rep)
+		last = i + 1
+	}
+	sb.WriteString(s[last:])
+}
 
 // htmlSection is "<p><strong>title</strong><br>body</p>" with both escaped; nothing when the
 // body is empty, so absent sections leave no empty headings.
@@ -580,7 +652,15 @@ func htmlSection(p ...any) (any, error) {
 	if !ok {
 		return nil, nil
 	}
-	return "<p><strong>" + html.EscapeString(p[0].(string)) + "</strong><br>" + escapeLines(body) + "</p>", nil
+	title := p[0].(string)
+	var sb strings.Builder
+	sb.Grow(len(title) + len(body) + len(body)/8 + 32)
+	sb.WriteString("<p><strong>")
+	escapeHTML(&sb, title, false)
+	sb.WriteString("</strong><br>")
+	escapeHTML(&sb, body, true)
+	sb.WriteString("</p>")
+	return sb.String(), nil
 }
 
 var safeURL = regexp.MustCompile(`^https://[^\s"<>]+$`)
@@ -591,7 +671,13 @@ func htmlLink(p ...any) (any, error) {
 	if !ok || !safeURL.MatchString(u) {
 		return nil, nil
 	}
-	return `<a href="` + html.EscapeString(u) + `">` + html.EscapeString(p[1].(string)) + "</a>", nil
+	var sb strings.Builder
+	sb.WriteString(`<a href="`)
+	escapeHTML(&sb, u, false)
+	sb.WriteString(`">`)
+	escapeHTML(&sb, p[1].(string), false)
+	sb.WriteString("</a>")
+	return sb.String(), nil
 }
 
 // section is "title\nbody" for plain-text bodies; nothing when the body is empty.
@@ -662,7 +748,7 @@ func (b *builtins) lookup(p ...any) (any, error) {
 			return v, nil
 		}
 	}
-	return t.fallback()
+	return t.def, nil
 }
 
 // lookupFirst maps the first key that the table lists (e.g. the first memo that is a known
@@ -672,10 +758,10 @@ func (b *builtins) lookupFirst(p ...any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out *string
+	var out any
 	try := func(k string) bool {
 		if v, found := t.values[k]; found {
-			out = &v
+			out = v
 			return true
 		}
 		return false
@@ -704,16 +790,9 @@ func (b *builtins) lookupFirst(p ...any) (any, error) {
 		}
 	}
 	if out != nil {
-		return *out, nil
+		return out, nil
 	}
-	return t.fallback()
-}
-
-func (t *table) fallback() (any, error) {
-	if t.def != nil {
-		return *t.def, nil
-	}
-	return nil, nil
+	return t.def, nil
 }
 
 func (b *builtins) table(name any) (*table, error) {

@@ -46,7 +46,9 @@ type Mapping struct {
 	contact  *contact
 	owner    *owner
 	b        *builtins
-	vms      sync.Pool // *vm.VM: a VM keeps its stack between runs, so renders allocate less
+	// renderers pools *renderer: its VM keeps its stack between runs and its Env is reused,
+	// so a render allocates little beyond the record.
+	renderers sync.Pool
 }
 
 type program struct {
@@ -191,7 +193,14 @@ func (c *compiler) mapping(f *File) *Mapping {
 		c.b.region = r
 	}
 	for name, t := range f.Tables {
-		c.b.tables[name] = &table{values: t.Values, def: t.Default}
+		tb := &table{values: make(map[string]any, len(t.Values))}
+		for k, v := range t.Values {
+			tb.values[k] = v
+		}
+		if t.Default != nil {
+			tb.def = *t.Default
+		}
+		c.b.tables[name] = tb
 	}
 	m.b = c.b
 	c.opts = append([]expr.Option{expr.Env(Env{})}, c.b.options()...)
@@ -467,14 +476,15 @@ func (m *Mapping) Render(ev *miitel.Event) (rec *Record, skip *Skip, err error) 
 			rec, skip, err = nil, nil, fmt.Errorf("mappers: render %s: internal error: %v", m.file, r)
 		}
 	}()
-	r := renderer{m: m}
-	r.env.fill(ev)
-	if v, ok := m.vms.Get().(*vm.VM); ok {
-		r.vm = v
-	} else {
-		r.vm = &vm.VM{}
+	r, ok := m.renderers.Get().(*renderer)
+	if !ok {
+		r = &renderer{m: m, vm: &vm.VM{}}
 	}
-	defer m.vms.Put(r.vm)
+	defer func() {
+		r.env = Env{} // drop references to the event before pooling
+		m.renderers.Put(r)
+	}()
+	r.env.fill(ev)
 
 	for _, s := range m.skips {
 		yes, err := r.bool(s.when)
@@ -532,10 +542,10 @@ func (m *Mapping) Render(ev *miitel.Event) (rec *Record, skip *Skip, err error) 
 		if err != nil {
 			return nil, nil, err
 		}
-		if n, ok := phone(raw, ct.region); ok {
+		if info := m.b.phone(raw, ct.region); info.ok {
 			rec.Contact = &ContactLookup{
-				E164:       phonenumbers.Format(n, phonenumbers.E164),
-				National:   nationalDigits(n),
+				E164:       info.e164.(string),
+				National:   info.digits,
 				Raw:        raw,
 				Field:      ct.field,
 				OnMultiple: ct.onMultiple,
@@ -624,14 +634,14 @@ func normalize(v any) (any, error) {
 		if t == "" {
 			return nil, nil
 		}
-		return t, nil
+		return v, nil // already boxed: returning t would allocate again
 	case *string:
 		if t == nil {
 			return nil, nil
 		}
 		return normalize(*t)
 	case bool:
-		return t, nil
+		return v, nil
 	case *bool:
 		if t == nil {
 			return nil, nil
@@ -640,7 +650,7 @@ func normalize(v any) (any, error) {
 	case int:
 		return int64(t), nil
 	case int64:
-		return t, nil
+		return v, nil
 	case *int64:
 		if t == nil {
 			return nil, nil
@@ -650,7 +660,7 @@ func normalize(v any) (any, error) {
 		if math.IsNaN(t) || math.IsInf(t, 0) {
 			return nil, fmt.Errorf("the expression yields %v, which no CRM accepts", t)
 		}
-		return t, nil
+		return v, nil
 	case *float64:
 		if t == nil {
 			return nil, nil
@@ -660,7 +670,7 @@ func normalize(v any) (any, error) {
 		if t.IsZero() {
 			return nil, nil
 		}
-		return t, nil
+		return v, nil
 	}
 	rv := reflect.ValueOf(v)
 	switch rv.Kind() {
