@@ -36,8 +36,8 @@ type Store struct {
 // debounce.
 type StoreOptions struct {
 	Logger *slog.Logger
-	// Registerer receives miitel_crm_sync_mapping_reloads_total{file,result} and
-	// miitel_crm_sync_mapping_file_valid{file}. Several stores may share one registerer.
+	// Registerer receives mcs_mapping_reloads_total{file,result} and
+	// mcs_mapping_file_valid{file}. Several stores may share one registerer.
 	Registerer prometheus.Registerer
 	// Debounce groups the several events of one save (truncate, write, chmod) into one
 	// reload. Zero means 100 ms.
@@ -84,14 +84,14 @@ func register[C prometheus.Collector](r prometheus.Registerer, c C) (C, error) {
 
 func newStoreMetrics(r prometheus.Registerer) (*storeMetrics, error) {
 	reloads, err := register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "miitel_crm_sync_mapping_reloads_total",
+		Name: "mcs_mapping_reloads_total",
 		Help: "Mapping file reloads by result: applied, invalid (rejected, the last good mapping keeps serving) or unreadable.",
 	}, []string{"file", "result"}))
 	if err != nil {
 		return nil, fmt.Errorf("mappers: register metrics: %w", err)
 	}
 	valid, err := register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "miitel_crm_sync_mapping_file_valid",
+		Name: "mcs_mapping_file_valid",
 		Help: "1 when the mapping file on disk is the one serving, 0 while a changed file is rejected.",
 	}, []string{"file"}))
 	if err != nil {

@@ -233,7 +233,7 @@ func TestStoresShareMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := testutil.GatherAndCount(reg, "miitel_crm_sync_mapping_file_valid"); err != nil || n != 2 {
+	if n, err := testutil.GatherAndCount(reg, "mcs_mapping_file_valid"); err != nil || n != 2 {
 		t.Fatalf("file_valid series = %d (%v), want 2", n, err)
 	}
 }
