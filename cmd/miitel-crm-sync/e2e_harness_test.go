@@ -74,10 +74,15 @@ var customers = []struct{ name, national, stored string }{
 const (
 	miitelToken         = "e2e-miitel-token"
 	hubspotPrivateToken = "pat-e2e-private-app-token"
-	salesforceRoute     = "salesforce"
-	hubspotRoute        = "hubspot"
-	externalIDField     = "MiiTel_Detail_Id__c"
-	queueName           = "miitel"
+)
+
+// Names in every stack's config; the Salesforce fake knows the shipped mapping's External
+// ID field.
+const (
+	hubspotRoute    = "hubspot"
+	salesforceRoute = "salesforce"
+	externalIDField = "MiiTel_Detail_Id__c"
+	queueName       = "miitel"
 )
 
 type stackOptions struct {
@@ -102,13 +107,11 @@ type stack struct {
 	hs    *hubspotfake.Server
 	sf    *salesforcefake.Fake
 
-	hsOwner, sfUser   string
-	hsContact         map[string]string // national number -> HubSpot contact id
-	sfContact         map[string]string // national number -> Salesforce contact id
-	env               map[string]string
-	cfgPath, listen   string
-	hubspotRefresh    string
-	salesforceRefresh string
+	hsOwner, sfUser string
+	hsContact       map[string]string // national number -> HubSpot contact id
+	sfContact       map[string]string // national number -> Salesforce contact id
+	env             map[string]string // what the config's {env: NAME} secrets resolve to
+	cfgPath, listen string
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -151,8 +154,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	hubspotCfg := fmt.Sprintf("      base_url: %q\n      private_app_token: {env: HUBSPOT_TOKEN}\n", hsURL)
 	if o.hubspotOAuth {
-		s.hubspotRefresh = s.hs.IssueRefreshToken()
-		s.env["HUBSPOT_REFRESH_TOKEN"] = s.hubspotRefresh
+		s.env["HUBSPOT_REFRESH_TOKEN"] = s.hs.IssueRefreshToken()
 		hubspotCfg = fmt.Sprintf("      base_url: %q\n      token_url: %q\n      client_id: client-id\n"+
 			"      client_secret: {env: HUBSPOT_CLIENT_SECRET}\n      refresh_token: {env: HUBSPOT_REFRESH_TOKEN}\n",
 			hsURL, hsURL+"/oauth/v1/token")
@@ -164,8 +166,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	salesforceCfg := fmt.Sprintf("      login_url: %q\n      flow: %s\n      client_id: %q\n      client_secret: {env: SF_CLIENT_SECRET}\n"+
 		"      external_id_field: %s\n      request_limit_wait: 1s\n", sfURL, o.salesforceFlow, s.sf.ClientID(), externalIDField)
 	if o.salesforceFlow == "refresh_token" {
-		s.salesforceRefresh = s.sf.IssueRefreshToken(salesforcefake.IntegrationUsername)
-		s.env["SF_REFRESH_TOKEN"] = s.salesforceRefresh
+		s.env["SF_REFRESH_TOKEN"] = s.sf.IssueRefreshToken(salesforcefake.IntegrationUsername)
 		salesforceCfg += "      refresh_token: {env: SF_REFRESH_TOKEN}\n"
 	}
 
