@@ -85,6 +85,7 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 		g.Go(func() error { return rcv.Run(ctx) })
 	}
 	if r.worker {
+		reg.MustRegister(worker.NewQueueCollector(rdb, cfg.Queue.Name))
 		d, err := newDelivery(ctx, cfg, rdb, log, reg, env.stdout)
 		if err != nil {
 			return err
