@@ -1,9 +1,11 @@
 package mappers
 
 import (
+	"cmp"
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -395,20 +397,14 @@ func buildTranscript(d *miitel.Detail, summary, noFiller bool, repLabel, custome
 	return sb.String()
 }
 
-// sortUtterances orders by MiiTel's order number, then start time (insertion sort: a
-// transcript has tens to hundreds of lines and arrives nearly sorted per speaker).
+// sortUtterances orders by MiiTel's order number, then start time.
 func sortUtterances(us []utterance) {
-	less := func(a, b utterance) bool {
-		if a.order != b.order {
-			return a.order < b.order
+	slices.SortStableFunc(us, func(a, b utterance) int {
+		if c := cmp.Compare(a.order, b.order); c != 0 {
+			return c
 		}
-		return a.startAt < b.startAt
-	}
-	for i := 1; i < len(us); i++ {
-		for j := i; j > 0 && less(us[j], us[j-1]); j-- {
-			us[j], us[j-1] = us[j-1], us[j]
-		}
-	}
+		return cmp.Compare(a.startAt, b.startAt)
+	})
 }
 
 // listSigs are the signatures of a join_* function over a list of T: the list as MiiTel sent
