@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"github.com/hibiken/asynq"
 	"html"
 	"net"
 	"net/http"
@@ -129,6 +130,11 @@ func runOAuth(ctx context.Context, env *environment, args []string) error {
 		where = " (" + inst + ")"
 	}
 	fmt.Fprintf(env.stdout, "\nConnected %s%s. The refresh token for connection %q is stored in Redis; the workers use it from their next request.\n", vendor, where, conn.Name)
+	// Calls parked while the connection was broken wait minutes for their next attempt; run
+	// them now. Other retrying calls only come forward, which the CRM upsert makes harmless.
+	if n, err := asynq.NewInspectorFromRedisClient(rdb).RunAllRetryTasks(cfg.Queue.Name); err == nil && n > 0 {
+		fmt.Fprintf(env.stdout, "%d waiting call(s) queued for delivery now.\n", n)
+	}
 	return nil
 }
 

@@ -3,13 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"github.com/hibiken/asynq"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
+	"github.com/redis/go-redis/v9"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/hubspot/hubspotfake"
@@ -124,6 +129,8 @@ connections:
 `, rs.URL(), fake.URL, fake.ClientID()))
 	getenv := envOf(map[string]string{"ROUTE_TOKEN": "route-secret", "SF_SECRET": fake.ClientSecret()})
 
+	parkCall(t, rs.Client(), "parked")
+
 	r := startConnect(t, getenv, "salesforce", "--config", cfg, "--connection", "sf", "--listen", "127.0.0.1:0")
 	q := r.authURL.Query()
 	if q.Get("code_challenge") == "" || q.Get("code_challenge_method") != "S256" || q.Get("client_id") != fake.ClientID() {
@@ -158,6 +165,39 @@ connections:
 	}
 	if !strings.Contains(out, `connection "sf" is stored in Redis`) {
 		t.Errorf("output does not confirm the store: %s", out)
+	}
+	if info, err := asynq.NewInspectorFromRedisClient(rs.Client()).GetTaskInfo("miitel", "parked"); err != nil || info.State != asynq.TaskStatePending {
+		t.Errorf("the parked call was not queued for delivery now: %+v %v", info, err)
+	}
+	if !strings.Contains(out, "1 waiting call(s) queued for delivery now") {
+		t.Errorf("output does not say the parked call was queued: %s", out)
+	}
+}
+
+// parkCall leaves a call in the retry state with its next attempt an hour away, the way the
+// worker parks calls of a broken connection.
+func parkCall(t *testing.T, rdb redis.UniversalClient, id string) {
+	t.Helper()
+	task := asynq.NewTask(tasks.TypeCallEvent, []byte(`{}`))
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(task, asynq.Queue("miitel"), asynq.TaskID(id)); err != nil {
+		t.Fatal(err)
+	}
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Queues: map[string]int{"miitel": 1}, LogLevel: asynq.FatalLevel,
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour }})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return errors.New("connection broken") })); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	in := asynq.NewInspectorFromRedisClient(rdb)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if info, err := in.GetTaskInfo("miitel", id); err == nil && info.State == asynq.TaskStateRetry {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the call never reached the retry state")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
