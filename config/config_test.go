@@ -201,3 +201,16 @@ func TestExampleConfigLoads(t *testing.T) {
 		t.Errorf("unexpected example config: %s", cfg.Dump())
 	}
 }
+
+func TestDumpWritesDurationsReadably(t *testing.T) {
+	cfg, err := Load("", envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := cfg.Dump()
+	for _, want := range []string{`"shutdown_timeout":"20s"`, `"dedupe_window":"24h0m0s"`, `"state_ttl":"168h0m0s"`} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("dump lacks %s:\n%s", want, dump)
+		}
+	}
+}

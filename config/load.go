@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -162,12 +163,55 @@ func (l ErrorList) Error() string {
 // Unwrap lets errors.Is/As look into every problem.
 func (l ErrorList) Unwrap() []error { return l }
 
-// Dump is the resolved configuration as JSON with every secret masked, for the start-up log
-// and `miitel-crm-sync config`.
+// Dump is the resolved configuration as JSON with every secret masked and durations
+// written as Go durations ("20s"), for the start-up log and `miitel-crm-sync config`.
 func (c *Config) Dump() string {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Sprintf("config: dump: %v", err)
 	}
+	var tree any
+	if err := json.Unmarshal(b, &tree); err != nil {
+		return string(b)
+	}
+	humanDurations(tree, reflect.TypeOf(*c))
+	if b, err = json.Marshal(tree); err != nil {
+		return fmt.Sprintf("config: dump: %v", err)
+	}
 	return string(b)
+}
+
+// humanDurations rewrites, in the decoded JSON tree, every value whose Go field is a
+// time.Duration from nanoseconds to its String form.
+func humanDurations(node any, t reflect.Type) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch n := node.(type) {
+	case map[string]any:
+		if t.Kind() != reflect.Struct {
+			return
+		}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			v, ok := n[name]
+			if !ok {
+				continue
+			}
+			if f.Type == durationType {
+				if ns, ok := v.(float64); ok {
+					n[name] = time.Duration(ns).String()
+				}
+				continue
+			}
+			humanDurations(v, f.Type)
+		}
+	case []any:
+		if t.Kind() == reflect.Slice {
+			for _, e := range n {
+				humanDurations(e, t.Elem())
+			}
+		}
+	}
 }
