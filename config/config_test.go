@@ -214,3 +214,27 @@ func TestDumpWritesDurationsReadably(t *testing.T) {
 		}
 	}
 }
+
+// The receiver resolves webhook credentials but no CRM secret, the worker the reverse, so
+// each pod needs only its own secrets in its environment.
+func TestLoadForResolvesOnlyTheRolesSecrets(t *testing.T) {
+	receiverEnv := map[string]string{"TEST_REDIS_PASSWORD": "r", "TEST_TOKEN_OLD": "a", "TEST_TOKEN_NEW": "b", "TEST_PARAMS_KEY": "p"}
+	cfg, err := LoadFor("testdata/full.yaml", envMap(receiverEnv), Role{Receiver: true})
+	if err != nil {
+		t.Fatalf("receiver without CRM secrets: %v", err)
+	}
+	if cfg.Routes[0].Auth.Bearer[0].Value() != "a" || cfg.Connections[0].HubSpot.PrivateAppToken.Value() != "" {
+		t.Error("receiver resolved the wrong secrets")
+	}
+	workerEnv := map[string]string{"TEST_REDIS_PASSWORD": "r", "TEST_HUBSPOT_TOKEN": "h"}
+	cfg, err = LoadFor("testdata/full.yaml", envMap(workerEnv), Role{Worker: true})
+	if err != nil {
+		t.Fatalf("worker without webhook secrets: %v", err)
+	}
+	if cfg.Connections[0].HubSpot.PrivateAppToken.Value() != "h" || cfg.Routes[0].Auth.Bearer[0].Value() != "" {
+		t.Error("worker resolved the wrong secrets")
+	}
+	if _, err := LoadFor("testdata/full.yaml", envMap(workerEnv), RoleAll); err == nil || !strings.Contains(err.Error(), "TEST_TOKEN_OLD") {
+		t.Errorf("serve needs every secret: err = %v", err)
+	}
+}

@@ -60,10 +60,24 @@ func defaultRoute() Route {
 	return Route{Name: "default", Auth: Auth{Insecure: true}}
 }
 
-// Load builds the configuration: defaults, then the YAML file at path (if path is not
-// empty), then environment variables, then secrets are resolved and Validate runs. Every
-// problem found is returned at once as an ErrorList.
+// Role says which secrets a process needs: the receiver checks webhook credentials, the
+// worker talks to the CRMs, both reach Redis. A process resolves only its role's secrets, so
+// the internet-facing receiver can run without CRM credentials in its environment.
+type Role struct{ Receiver, Worker bool }
+
+// RoleAll is a process that is both (serve, and the admin commands that check a file).
+var RoleAll = Role{Receiver: true, Worker: true}
+
+// Load builds the configuration for a process that is both receiver and worker: see LoadFor.
 func Load(path string, getenv func(string) string) (*Config, error) {
+	return LoadFor(path, getenv, RoleAll)
+}
+
+// LoadFor builds the configuration: defaults, then the YAML file at path (if path is not
+// empty), then environment variables, then the role's secrets are resolved and Validate
+// runs. Every problem found is returned at once as an ErrorList. Secrets outside the role
+// stay unresolved (their Value is empty).
+func LoadFor(path string, getenv func(string) string, role Role) (*Config, error) {
 	cfg := Default()
 	if path != "" {
 		src, err := os.ReadFile(path)
@@ -82,7 +96,7 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	var errs ErrorList
-	cfg.resolveSecrets(getenv, &errs)
+	cfg.resolveSecrets(getenv, role, &errs)
 	cfg.validate(&errs)
 	if len(errs) > 0 {
 		return nil, errs

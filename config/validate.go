@@ -14,7 +14,7 @@ var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // resolveSecrets reads every Secret from its env var or file; each failure is recorded with
 // the secret's place in the config.
-func (c *Config) resolveSecrets(getenv func(string) string, errs *ErrorList) {
+func (c *Config) resolveSecrets(getenv func(string) string, role Role, errs *ErrorList) {
 	resolve := func(where string, s *Secret) {
 		if err := s.Resolve(getenv); err != nil {
 			errs.add("%s: %v", where, err)
@@ -23,6 +23,9 @@ func (c *Config) resolveSecrets(getenv func(string) string, errs *ErrorList) {
 	resolve("redis.password", &c.Redis.Password)
 	resolve("redis.sentinel.password", &c.Redis.Sentinel.Password)
 	for i := range c.Routes {
+		if !role.Receiver {
+			break
+		}
 		r := &c.Routes[i]
 		p := fmt.Sprintf("routes[%d]", i)
 		for j := range r.Auth.Bearer {
@@ -39,6 +42,9 @@ func (c *Config) resolveSecrets(getenv func(string) string, errs *ErrorList) {
 		}
 	}
 	for i := range c.Connections {
+		if !role.Worker {
+			break
+		}
 		cn := &c.Connections[i]
 		p := fmt.Sprintf("connections[%d]", i)
 		if h := cn.HubSpot; h != nil {

@@ -290,11 +290,11 @@ func walkSecretFields(t *testing.T, v any, path string, visit func(path string, 
 // secretKeyRef, and a chart-made Secret holds every key the pods read from it.
 func checkSecretEnvWiring(t *testing.T, r *rendered) {
 	t.Helper()
-	var vars []string
-	walkSecretFields(t, configOf(t, r), "", func(_ string, v any) {
+	vars := map[string]string{} // env var -> config path
+	walkSecretFields(t, configOf(t, r), "", func(path string, v any) {
 		if m, ok := v.(map[string]any); ok {
 			if s, ok := m["env"].(string); ok {
-				vars = append(vars, s)
+				vars[s] = path
 			}
 		}
 	})
@@ -302,7 +302,16 @@ func checkSecretEnvWiring(t *testing.T, r *rendered) {
 	for _, c := range []string{"receiver", "worker"} {
 		d := get[*appsv1.Deployment](t, r, "Deployment", fullname+"-"+c)
 		env := envOf(d)
-		for _, v := range vars {
+		// The receiver resolves no CRM secret and the worker no webhook credential
+		// (config.LoadFor), so neither pod gets the other's.
+		foreign := map[string]string{"receiver": "connections", "worker": "routes"}[c]
+		for v, path := range vars {
+			if strings.HasPrefix(strings.TrimPrefix(path, "."), foreign) {
+				if _, ok := env[v]; ok {
+					t.Errorf("%s: gets %s (%s), a secret its process never reads", d.Name, v, path)
+				}
+				continue
+			}
 			e, ok := env[v]
 			if !ok || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
 				t.Errorf("%s: %s is not set from a secretKeyRef: %+v", d.Name, v, e)
@@ -462,7 +471,16 @@ func TestSecretWiring(t *testing.T) {
 						got[name] = ref{e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key}
 					}
 				}
-				if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(ref{})); diff != "" {
+				// Each pod gets only the secrets its process resolves: no CRM credential in
+				// the internet-facing receiver, no webhook credential in the worker.
+				foreign := map[string]string{"receiver": "MCS_SECRET_CONNECTION_", "worker": "MCS_SECRET_ROUTE_"}[c]
+				want := map[string]ref{}
+				for name, v := range tt.want {
+					if !strings.HasPrefix(name, foreign) {
+						want[name] = v
+					}
+				}
+				if diff := cmp.Diff(want, got, cmp.AllowUnexported(ref{})); diff != "" {
 					t.Errorf("%s secret env (-want +got):\n%s", c, diff)
 				}
 			}

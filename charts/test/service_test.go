@@ -53,7 +53,7 @@ func TestRenderedConfigLoadsInTheService(t *testing.T) {
 					}
 					env = append(env, e.Name+"="+v)
 				}
-				cmd := exec.Command(bin, "config", "--config", cfgPath)
+				cmd := exec.Command(bin, "config", "--config", cfgPath, "--role", c)
 				cmd.Env = env
 				out, err := cmd.Output()
 				if err != nil {

@@ -57,7 +57,7 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath, env.getenv)
+	cfg, err := config.LoadFor(*cfgPath, env.getenv, config.Role{Receiver: r.receiver, Worker: r.worker})
 	if err != nil {
 		return usageError{err}
 	}
@@ -145,14 +145,21 @@ func openRedis(c config.Redis, log *slog.Logger) (redis.UniversalClient, func(),
 }
 
 func runConfig(_ context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "config", "[--config FILE]",
+	fs := newFlagSet(env, "config", "[--config FILE] [--role serve|receiver|worker]",
 		"Loads the config file exactly as the service would (defaults, file, MCS_* environment,\n"+
-			"secrets) and prints it as JSON with secrets masked. Exit 2 lists every problem.")
+			"secrets) and prints it as JSON with secrets masked. Exit 2 lists every problem.\n"+
+			"--role checks only the secrets that process resolves: a receiver needs the webhook\n"+
+			"credentials, a worker the CRM credentials, serve both; all need Redis's.")
 	cfgPath := configFlag(env, fs)
+	roleName := fs.String("role", "serve", "which process's secrets to resolve: serve, receiver or worker")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath, env.getenv)
+	role, ok := map[string]config.Role{"serve": config.RoleAll, "receiver": {Receiver: true}, "worker": {Worker: true}}[*roleName]
+	if !ok {
+		return usagef("config: --role %q is not serve, receiver or worker", *roleName)
+	}
+	cfg, err := config.LoadFor(*cfgPath, env.getenv, role)
 	if err != nil {
 		return usageError{err}
 	}

@@ -496,14 +496,21 @@ checksum/mappings: {{ include "mcs.mappingsData" . | sha256sum }}
 checksum/secret: {{ include "mcs.secretChecksum" . }}
 {{- end -}}
 
-{{/* mcs.secretEnv: one env var per secret, each from its Secret by key. */}}
+{{/*
+mcs.secretEnv: one env var per secret the component resolves, each from its Secret by key.
+The receiver gets the webhook credentials, the worker the CRM credentials, both Redis's: the
+internet-facing receiver never holds CRM tokens. Input: dict root, component.
+*/}}
 {{- define "mcs.secretEnv" -}}
-{{- range (include "mcs.secretEntries" . | fromYaml).entries }}
+{{- $component := .component -}}
+{{- range (include "mcs.secretEntries" .root | fromYaml).entries }}
+{{- if not (or (and (hasPrefix "routes[" .path) (eq $component "worker")) (and (hasPrefix "connections[" .path) (eq $component "receiver"))) }}
 - name: {{ .env }}
   valueFrom:
     secretKeyRef:
       name: {{ .name | quote }}
       key: {{ .key | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 

@@ -50,7 +50,7 @@ spec:
           containerPort: {{ .port }}
           protocol: TCP
       env:
-        {{- with include "mcs.secretEnv" $root | trim }}
+        {{- with include "mcs.secretEnv" (dict "root" $root "component" $component) | trim }}
         {{- . | nindent 8 }}
         {{- end }}
         {{- if and $v.resources $v.resources.limits $v.resources.limits.memory }}
