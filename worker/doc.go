@@ -1,6 +1,8 @@
 // Package worker delivers queued MiiTel call events to the CRMs. It is an asynq server whose
-// one task type (tasks.TypeCallEvent) is handled by a Processor: the dry-run sink until a
-// CRM is configured, the delivery pipeline otherwise.
+// one task type (tasks.TypeCallEvent) is handled by a Processor, the delivery Pipeline: lock
+// the call, merge the event into the call's state, render the route's mapping, hand the
+// record to the route's CRM connector (worker/crm/...; the dry-run connector when a route
+// names no CRM connection).
 //
 // Retries are asynq's alone, decided by the error a Processor returns:
 //   - nil: delivered. The event's dedupe key is written to the ledger (with the dedupe
