@@ -188,3 +188,28 @@ func TestPipelineErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestCallStateFootprint measures what one call leaves in Redis after its analysis and
+// minutes events: the compressed merged state and the written-lengths hash. Run with -v to
+// see the figures.
+func TestCallStateFootprint(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t0 := time.Now()
+	analysis := sampleEvent(t, sampleSeed, t0)
+	minutes := minutesFor(t, analysis, t0.Add(time.Hour))
+	p, srv := newTestPipeline(t, hubspotMapping(t), &recorder{})
+	for _, ev := range []*miitel.Event{analysis, minutes} {
+		if err := p.Process(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rdb := srv.Client()
+	state := rdb.MemoryUsage(ctx, stateKey("default", analysis.Detail.ID)).Val()
+	written := rdb.MemoryUsage(ctx, writtenKey("default", analysis.Detail.ID)).Val()
+	t.Logf("seed_sample call (analysis + minutes): state %d bytes, written lengths %d bytes in Redis (MEMORY USAGE)", state, written)
+	// The seed call's payload is 11 KB of JSON; its state must stay a fraction of it.
+	if state == 0 || state > 4096 {
+		t.Errorf("state uses %d bytes, want 1..4096", state)
+	}
+}
