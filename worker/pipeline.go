@@ -120,11 +120,15 @@ func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
 		return nil
 	}
 
-	written, err := p.state.writtenLengths(ctx, ev.Route, ev.Detail.ID)
-	if err != nil {
-		return err
+	// Only a call whose state is gone needs what earlier events wrote: with the state present
+	// the merged record already carries everything.
+	var written map[string]int
+	if prior == nil {
+		if written, err = p.state.writtenLengths(ctx, ev.Route, ev.Detail.ID); err != nil {
+			return err
+		}
 	}
-	lengths := keepLonger(rec, written, prior == nil, log)
+	lengths := keepLonger(rec, written, log)
 
 	res, err := rt.Connector.Deliver(ctx, rec)
 	if err != nil {
@@ -138,12 +142,12 @@ func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
 	return nil
 }
 
-// keepLonger drops keep_longer fields that would shorten what an earlier event wrote, when
-// the call's merged state had expired (stateLost): then the record is built from this event
-// alone, and e.g. the minutes must not replace a body that held the transcript. With the
-// state present the merged record already carries everything, so it is sent as rendered.
-// It returns the lengths to remember for the fields that will be written.
-func keepLonger(rec *mappers.Record, written map[string]int, stateLost bool, log *slog.Logger) map[string]int {
+// keepLonger drops keep_longer fields that would shorten what an earlier event wrote
+// (written, the lengths remembered per field; nil when the call's state was present). It
+// matters when the merged state had expired: then the record is built from this event alone,
+// and e.g. the minutes must not replace a body that held the transcript. It returns the
+// lengths to remember for the fields that will be written.
+func keepLonger(rec *mappers.Record, written map[string]int, log *slog.Logger) map[string]int {
 	lengths := map[string]int{}
 	kept := rec.Fields[:0]
 	for _, f := range rec.Fields {
@@ -153,7 +157,7 @@ func keepLonger(rec *mappers.Record, written map[string]int, stateLost bool, log
 		}
 		s, _ := f.Value.(string)
 		n := utf8.RuneCountInString(s)
-		if stateLost && n < written[f.Name] {
+		if n < written[f.Name] {
 			log.Warn("call state expired; not shortening a field an earlier event wrote", "field", f.Name, "written_runes", written[f.Name], "new_runes", n)
 			continue
 		}
