@@ -15,7 +15,9 @@ import (
 // TestRenderedConfigLoadsInTheService hands every rendered config.yaml, with the pods'
 // secret environment, to the service's own `miitel-crm-sync config`, which loads it exactly
 // as the receiver and worker do (strict YAML, secrets resolved, Validate). A key the chart
-// misspells, a duration it writes wrongly or a secret variable it forgets fails here.
+// misspells, a duration it writes wrongly or a secret variable it forgets fails here. The
+// mapping files the chart renders go through `mapping validate`: the worker refuses to start
+// on an invalid one, so an example values file must not ship one.
 func TestRenderedConfigLoadsInTheService(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: not building the service binary to load the rendered configs")
@@ -37,6 +39,7 @@ func TestRenderedConfigLoadsInTheService(t *testing.T) {
 			if err := os.WriteFile(cfgPath, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			validateMappings(t, bin, r)
 			chartSecret, _ := r.objects["Secret/"+fullname].(*corev1.Secret)
 			for _, c := range []string{"receiver", "worker"} {
 				d := get[*appsv1.Deployment](t, r, "Deployment", fullname+"-"+c)
@@ -83,5 +86,27 @@ func TestRenderedConfigLoadsInTheService(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// validateMappings runs `mapping validate` on every file of the rendered mappings ConfigMap.
+func validateMappings(t *testing.T, bin string, r *rendered) {
+	t.Helper()
+	cm, ok := r.objects["ConfigMap/"+fullname+"-mappings"].(*corev1.ConfigMap)
+	if !ok || len(cm.Data) == 0 {
+		return // no files, or a ConfigMap managed outside the chart
+	}
+	dir := t.TempDir()
+	var files []string
+	for name, text := range cm.Data {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, p)
+	}
+	slices.Sort(files)
+	if out, err := exec.Command(bin, append([]string{"mapping", "validate"}, files...)...).CombinedOutput(); err != nil {
+		t.Errorf("the worker would refuse a rendered mapping file: %v\n%s", err, out)
 	}
 }
