@@ -42,15 +42,6 @@ type authenticator struct {
 	allow       []netip.Prefix
 }
 
-// authResult is the verdict on one request's credentials.
-type authResult int
-
-const (
-	authOK        authResult = iota
-	authMissing              // nothing the route accepts was presented: 401
-	authForbidden            // something was presented and none of it is valid: 403
-)
-
 func compileAuth(name string, a config.Auth) (*authenticator, []error) {
 	var errs []error
 	bad := func(format string, args ...any) {

@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "kind"}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "duplicates_total",
-			Help: "Call details dropped as re-sends: reason=queued (task still in the queue) or delivered (ledger).",
+			Help: "Call details dropped as re-sends: reason=in_queue (its task is still queued, retrying or running) or delivered (ledger).",
 		}, []string{"route", "kind", "reason"}),
 		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "archived_requeued_total",

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -202,7 +203,7 @@ func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw),
 func additionalPayload(top map[string]json.RawMessage, authKeys []string) (map[string]any, error) {
 	var out map[string]any
 	for k, raw := range top {
-		if k == "call" || k == "challenge" || contains(authKeys, k) {
+		if k == "call" || k == "challenge" || slices.Contains(authKeys, k) {
 			continue
 		}
 		v, err := decodeAny(raw)
@@ -215,15 +216,6 @@ func additionalPayload(top map[string]json.RawMessage, authKeys []string) (map[s
 		out[k] = v
 	}
 	return out, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func decodeAny(raw []byte) (any, error) {
