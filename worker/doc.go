@@ -13,5 +13,7 @@
 //   - an error with Throttled() true (429, daily allowance, a broken CRM connection): retried
 //     without counting as a failed attempt, so throttling never exhausts a task's retries.
 //   - anything else: retried with capped exponential backoff and jitter, counted, and
-//     archived after queue.max_retry failed attempts.
+//     archived when it fails once more after queue.max_retry retries. The worker archives
+//     that failure itself (it wraps asynq.SkipRetry): asynq's own limit, which it applies to
+//     throttled attempts too, sits one retry higher (tasks.MaxRetry).
 package worker

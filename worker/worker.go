@@ -127,7 +127,7 @@ func (w *Worker) handle(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	if err := w.proc.Process(ctx, ev); err != nil {
-		return err
+		return w.exhausted(ctx, err)
 	}
 	// The ledger is written only after delivery, so an event that ends in the dead letter
 	// leaves no mark and MiiTel's next re-send of it is queued again.
@@ -141,6 +141,19 @@ func (w *Worker) handle(ctx context.Context, t *asynq.Task) error {
 	return nil
 }
 
+// exhausted archives the failure that uses up queue.max_retry. asynq would archive it too,
+// but only by comparing its retry count with the task's MaxRetry, which it does for every
+// error: a throttled attempt after the last allowed failure would be archived as well. Tasks
+// carry one retry more than the budget (tasks.MaxRetry) and the budget is enforced here, on
+// failures only.
+func (w *Worker) exhausted(ctx context.Context, err error) error {
+	retried, _ := asynq.GetRetryCount(ctx)
+	if isFailure(err) && retried >= w.queue.MaxRetry && !errors.Is(err, asynq.SkipRetry) {
+		return fmt.Errorf("%w (retries exhausted: %w)", err, asynq.SkipRetry)
+	}
+	return err
+}
+
 // onError counts and logs every failed attempt with its classification; no payload data.
 func (w *Worker) onError(ctx context.Context, t *asynq.Task, err error) {
 	retried, _ := asynq.GetRetryCount(ctx)
@@ -148,7 +161,7 @@ func (w *Worker) onError(ctx context.Context, t *asynq.Task, err error) {
 	id, _ := asynq.GetTaskID(ctx)
 	outcome := "retry"
 	switch {
-	case errors.Is(err, asynq.SkipRetry) || (isFailure(err) && retried >= maxRetry):
+	case errors.Is(err, asynq.SkipRetry) || retried >= maxRetry: // asynq's archive rule
 		outcome = "dead"
 	case !isFailure(err):
 		outcome = "throttled"

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,7 +75,7 @@ func start(t *testing.T, proc Processor) *harness {
 func (h *harness) enqueue(t *testing.T, detailID string) {
 	t.Helper()
 	ev := &miitel.Event{Route: "r", CallID: "c", Detail: miitel.Detail{ID: detailID}, Kind: miitel.KindAnalysis, DedupeKey: "k-" + detailID}
-	task, err := tasks.NewCallEvent(ev, asynq.Queue(h.queue.Name), asynq.MaxRetry(h.queue.MaxRetry))
+	task, err := tasks.NewCallEvent(ev, asynq.Queue(h.queue.Name), tasks.MaxRetry(h.queue.MaxRetry))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,6 +183,11 @@ func TestTransientErrorsRetryThenArchive(t *testing.T) {
 	if len(got) != 3 {
 		t.Errorf("attempts = %d, want 1 + MaxRetry(2)", len(got))
 	}
+	for outcome, want := range map[string]float64{"retry": 2, "dead": 1} {
+		if v := testutil.ToFloat64(h.w.metrics.tasks.WithLabelValues(outcome)); v != want {
+			t.Errorf("%s counter = %v, want %v", outcome, v, want)
+		}
+	}
 }
 
 func TestRetryDelay(t *testing.T) {
@@ -195,5 +201,31 @@ func TestRetryDelay(t *testing.T) {
 		if d < want || d > want+want/5 {
 			t.Errorf("delay(%d) = %v, want %v..+20%%", n, d, want)
 		}
+	}
+}
+
+func TestThrottlingAfterFailuresDoesNotArchive(t *testing.T) {
+	t.Parallel()
+	got := make(chan attempt, 10)
+	var n atomic.Int32
+	h := start(t, procFunc(func(ctx context.Context, ev *miitel.Event) error {
+		r, _ := asynq.GetRetryCount(ctx)
+		got <- attempt{ev.Detail.ID, r}
+		switch n.Add(1) {
+		case 1, 2: // every failure MaxRetry (2) allows
+			return errors.New("hubspot: HTTP 503")
+		case 3, 4:
+			return throttledErr{after: time.Millisecond}
+		}
+		return nil
+	}))
+	h.enqueue(t, "d5")
+	rdb := h.srv.Client()
+	waitFor(t, "delivery or dead letter", func() bool {
+		info, _ := h.inspector.GetTaskInfo(h.queue.Name, "k-d5")
+		return rdb.Exists(context.Background(), tasks.LedgerKey("k-d5")).Val() == 1 || (info != nil && info.State == asynq.TaskStateArchived)
+	})
+	if len(got) != 5 {
+		t.Errorf("attempts = %d, want 5: throttling after the last allowed failure must not archive", len(got))
 	}
 }

@@ -45,3 +45,11 @@ func DecodeCallEvent(t *asynq.Task) (*miitel.Event, error) {
 	}
 	return &ev, nil
 }
+
+// MaxRetry is the asynq.MaxRetry option for a task that may fail `failures` times after its
+// first attempt (config queue.max_retry). asynq (v0.26) archives a task whose retry count has
+// reached its MaxRetry whatever the error, so a throttled attempt (429, a broken connection:
+// not counted as a failure) after the last allowed failure would be archived. The task
+// therefore gets one retry more than the budget and the worker archives the failure that
+// exhausts the budget itself (see worker's package comment).
+func MaxRetry(failures int) asynq.Option { return asynq.MaxRetry(failures + 1) }
