@@ -39,20 +39,21 @@ routes:
 `
 
 // TestChecksumRollsPods: what the pods read at start-up rolls them when it changes; mapping
-// files do so only when hot reload is off.
+// files roll only the worker (the receiver never reads them), and only when hot reload is off.
 func TestChecksumRollsPods(t *testing.T) {
+	both := []string{"receiver", "worker"}
 	tests := []struct {
 		name       string
-		base, edit string // values before and after the edit
-		wantRoll   bool   // the pod template annotations change
-		rolled     string // the annotation that must change, if wantRoll
+		base, edit string   // values before and after the edit
+		rolls      []string // the components whose pod template annotations change
+		rolled     string   // the annotation that must change in those
 	}{
-		{"config edit rolls", withMapping, withMapping + "config: {log: {level: debug}}", true, "checksum/config"},
-		{"mapping edit rolls without hot reload", withMapping, strings.Replace(withMapping, "crm: hubspot", "crm: hubspot\n      timezone: UTC", 1), true, "checksum/mappings"},
+		{"config edit rolls", withMapping, withMapping + "config: {log: {level: debug}}", both, "checksum/config"},
+		{"mapping edit rolls the worker without hot reload", withMapping, strings.Replace(withMapping, "crm: hubspot", "crm: hubspot\n      timezone: UTC", 1), []string{"worker"}, "checksum/mappings"},
 		{"mapping edit does not roll with hot reload",
-			withMapping + "  hotReload: true\n", "", false, ""},
-		{"secret value rolls", withMapping, strings.Replace(withMapping, "token-one", "token-two", 1), true, "checksum/secret"},
-		{"generated token does not roll", "", "", false, ""},
+			withMapping + "  hotReload: true\n", "", nil, ""},
+		{"secret value rolls", withMapping, strings.Replace(withMapping, "token-one", "token-two", 1), both, "checksum/secret"},
+		{"generated token does not roll", "", "", nil, ""},
 	}
 	// The hot-reload case edits the mapping of its own base.
 	tests[2].base = strings.Replace(withMapping, "mappings:\n", "mappings:\n  hotReload: true\n", 1)
@@ -62,16 +63,17 @@ func TestChecksumRollsPods(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := mustRender(t, parseValues(t, tt.base))
 			after := mustRender(t, parseValues(t, tt.edit))
-			for _, c := range []string{"receiver", "worker"} {
+			for _, c := range both {
 				a, b := podAnnotations(t, before, c), podAnnotations(t, after, c)
 				if a["checksum/config"] == "" || a["checksum/secret"] == "" {
 					t.Fatalf("%s: checksum annotations missing: %v", c, a)
 				}
+				wantRoll := slices.Contains(tt.rolls, c)
 				changed := !cmp.Equal(a, b)
-				if changed != tt.wantRoll {
-					t.Errorf("%s: pod annotations changed = %v, want %v\nbefore %v\nafter  %v", c, changed, tt.wantRoll, a, b)
+				if changed != wantRoll {
+					t.Errorf("%s: pod annotations changed = %v, want %v\nbefore %v\nafter  %v", c, changed, wantRoll, a, b)
 				}
-				if tt.wantRoll && a[tt.rolled] == b[tt.rolled] {
+				if wantRoll && a[tt.rolled] == b[tt.rolled] {
 					t.Errorf("%s: %s did not change", c, tt.rolled)
 				}
 			}

@@ -105,13 +105,15 @@ func checkSubcommand(t *testing.T, d *appsv1.Deployment, component string) {
 		t.Errorf("%s: config volume %+v is not ConfigMap %s-config", d.Name, v, fullname)
 	}
 	// Mappings as a directory mount: a subPath mount never sees ConfigMap updates, which
-	// would make hot reload silently useless.
+	// would make hot reload silently useless. Only the worker reads them.
 	mp, ok := mounts["/etc/miitel-crm-sync/mappings"]
-	if !ok || mp.SubPath != "" {
+	switch {
+	case component == "receiver" && ok:
+		t.Errorf("%s: mounts the mapping files, which only the worker reads", d.Name)
+	case component == "worker" && (!ok || mp.SubPath != ""):
 		t.Errorf("%s: mappings must be a whole-directory mount, got %+v", d.Name, mp)
-	}
-	if v := vols[mp.Name]; v.ConfigMap == nil {
-		t.Errorf("%s: mappings volume %+v is not a ConfigMap", d.Name, v)
+	case component == "worker" && vols[mp.Name].ConfigMap == nil:
+		t.Errorf("%s: mappings volume %+v is not a ConfigMap", d.Name, vols[mp.Name])
 	}
 	if tmp, ok := mounts["/tmp"]; !ok || vols[tmp.Name].EmptyDir == nil {
 		t.Errorf("%s: no emptyDir at /tmp (the root filesystem is read-only)", d.Name)

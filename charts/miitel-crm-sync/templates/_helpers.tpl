@@ -485,15 +485,17 @@ roll the pods.
 
 {{/*
 mcs.podAnnotations: checksums that roll the pods when what they read at start-up changes.
-Mapping files roll them only without hot reload: with hot reload the worker picks up the
-ConfigMap's symlink swap by itself, and a restart would only lose in-flight work.
+Only the worker reads mapping files, and only without hot reload do they roll it: with hot
+reload the worker picks up the ConfigMap's symlink swap by itself. A mapping edit never
+restarts the receivers, which MiiTel is posting to. Input: dict root, component.
 */}}
 {{- define "mcs.podAnnotations" -}}
-checksum/config: {{ include "mcs.configYaml" . | sha256sum }}
-{{- if and (not .Values.mappings.hotReload) (not .Values.mappings.existingConfigMap) }}
-checksum/mappings: {{ include "mcs.mappingsData" . | sha256sum }}
+{{- $root := .root -}}
+checksum/config: {{ include "mcs.configYaml" $root | sha256sum }}
+{{- if and (eq .component "worker") (not $root.Values.mappings.hotReload) (not $root.Values.mappings.existingConfigMap) }}
+checksum/mappings: {{ include "mcs.mappingsData" $root | sha256sum }}
 {{- end }}
-checksum/secret: {{ include "mcs.secretChecksum" . }}
+checksum/secret: {{ include "mcs.secretChecksum" $root }}
 {{- end -}}
 
 {{/*

@@ -14,7 +14,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
   annotations:
-    {{- include "mcs.podAnnotations" $root | nindent 4 }}
+    {{- include "mcs.podAnnotations" (dict "root" $root "component" $component) | nindent 4 }}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -93,9 +93,11 @@ spec:
           mountPath: {{ include "mcs.configPath" $root }}
           subPath: config.yaml
           readOnly: true
+        {{- if eq $component "worker" }}
         - name: mappings
           mountPath: {{ include "mcs.mappingsDir" $root }}
           readOnly: true
+        {{- end }}
         - name: tmp
           mountPath: /tmp
         {{- if $root.Values.redis.external.tls.existingCASecret }}
@@ -110,9 +112,12 @@ spec:
     - name: config
       configMap:
         name: {{ include "mcs.configMapName" $root }}
+    {{- if eq $component "worker" }}
+    # Only the worker renders mappings; the receiver never reads them.
     - name: mappings
       configMap:
         name: {{ include "mcs.mappingsConfigMapName" $root }}
+    {{- end }}
     - name: tmp
       emptyDir:
         sizeLimit: 64Mi
