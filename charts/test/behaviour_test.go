@@ -144,6 +144,10 @@ routes:
 routes:
   - {name: a, auth: {bearer: [{generate: true}]}}
   - {name: a, auth: {bearer: [{generate: true}]}}`, `routes\[1\]: name "a" is used twice`},
+		{"duplicate connection", `
+connections:
+  - {name: h, type: hubspot, hubspot: {private_app_token: {value: a}}}
+  - {name: h, type: hubspot, hubspot: {private_app_token: {value: b}}}`, `connections\[1\]: name "h" is used twice`},
 		{"bad route name", "routes: [{name: Sales, auth: {bearer: [{generate: true}]}}]", `routes/0/name`},
 		{"evicting bundled Redis", "redis: {bundled: {extraArgs: ['--maxmemory-policy', 'allkeys-lru']}}", `asynq requires noeviction`},
 		{"both PDB settings", "worker: {podDisruptionBudget: {minAvailable: 1, maxUnavailable: 1}}", `set minAvailable or maxUnavailable, not both`},

@@ -144,9 +144,16 @@ is not set. A reference is one of
 {{- end -}}
 {{- end -}}
 
+{{/* mcs.connectionSecretFields: the credential fields of each CRM's connection section. */}}
+{{- define "mcs.connectionSecretFields" -}}
+hubspot: [private_app_token, client_secret, refresh_token]
+salesforce: [client_secret, private_key, refresh_token]
+{{- end -}}
+
 {{/*
 mcs.secretEntries lists every secret the application reads, in one place, so the ConfigMap,
-the chart's Secret, the pods' env and the checksums cannot disagree.
+the chart's Secret, the pods' env and the checksums cannot disagree. Every template calls it
+first, so it is also where duplicate route and connection names fail the render.
 Output: YAML {entries: [...]}.
 */}}
 {{- define "mcs.secretEntries" -}}
@@ -187,7 +194,7 @@ Output: YAML {entries: [...]}.
 {{- end -}}
 {{- range $ci, $conn := .Values.connections -}}
 {{- $cs := include "mcs.envSuffix" $conn.name -}}
-{{- range $kind, $fields := dict "hubspot" (list "private_app_token" "client_secret" "refresh_token") "salesforce" (list "client_secret" "private_key" "refresh_token") -}}
+{{- range $kind, $fields := include "mcs.connectionSecretFields" $root | fromYaml -}}
 {{- $sub := get $conn $kind -}}
 {{- if $sub -}}
 {{- range $f := $fields -}}
@@ -281,13 +288,8 @@ from the bundled StatefulSet or from redis.external, credentials come from the S
 {{- $entries := .entries -}}
 {{- $conns := list -}}
 {{- range $root.Values.connections }}{{ $conns = append $conns .name }}{{ end -}}
-{{- $names := dict -}}
 {{- $out := list -}}
 {{- range $ri, $route := $root.Values.routes -}}
-{{- if hasKey $names $route.name -}}
-{{- fail (printf "miitel-crm-sync: routes[%d]: route name %q is used twice" $ri $route.name) -}}
-{{- end -}}
-{{- $_ := set $names $route.name true -}}
 {{- $r := dict "name" $route.name -}}
 {{- with $route.mapping -}}
 {{- if hasPrefix "/" . -}}
@@ -348,19 +350,15 @@ from the bundled StatefulSet or from redis.external, credentials come from the S
 {{- define "mcs.connectionsConfig" -}}
 {{- $root := .root -}}
 {{- $entries := .entries -}}
-{{- $names := dict -}}
 {{- $out := list -}}
 {{- range $ci, $conn := $root.Values.connections -}}
-{{- if hasKey $names $conn.name -}}
-{{- fail (printf "miitel-crm-sync: connections[%d]: connection name %q is used twice" $ci $conn.name) -}}
-{{- end -}}
-{{- $_ := set $names $conn.name true -}}
 {{- $c := omit $conn "hubspot" "salesforce" -}}
-{{- range $kind, $fields := dict "hubspot" (list "private_app_token" "client_secret" "refresh_token") "salesforce" (list "client_secret" "private_key" "refresh_token") -}}
+{{- range $kind, $fields := include "mcs.connectionSecretFields" $root | fromYaml -}}
 {{- $sub := get $conn $kind -}}
 {{- if $sub -}}
-{{- $s := omit $sub "private_app_token" "client_secret" "refresh_token" "private_key" -}}
+{{- $s := deepCopy $sub -}}
 {{- range $f := $fields -}}
+{{- $_ := unset $s $f -}}
 {{- with include "mcs.secretRefYaml" (dict "entries" $entries "path" (printf "connections[%d].%s.%s" $ci $kind $f)) | fromYaml }}{{ $_ := set $s $f . }}{{ end -}}
 {{- end -}}
 {{- $_ := set $c $kind $s -}}
