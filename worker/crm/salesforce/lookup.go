@@ -1,9 +1,10 @@
 package salesforce
 
 import (
+	"cmp"
 	"context"
 	"net/http"
-	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,13 +16,12 @@ import (
 // belongs to the integration user, which is better than no Task.
 func (c *Connector) owner(ctx context.Context, api *crm.API, email string) (string, error) {
 	return c.lookups.Resolve(ctx, crm.LookupOwner, strings.ToLower(email), func(ctx context.Context) (string, error) {
-		q := "SELECT Id FROM User WHERE Email = '" + EscapeSOQL(email) + "' AND IsActive = true LIMIT 1"
 		var out struct {
 			Records []struct {
 				ID string `json:"Id"`
 			} `json:"records"`
 		}
-		if _, err := api.Do(ctx, crm.Request{Op: "salesforce: find owner", Method: http.MethodGet, Path: "/query/", Query: url.Values{"q": {q}}}, &out); err != nil {
+		if _, err := api.Do(ctx, OwnerRequest(email), &out); err != nil {
 			return "", err
 		}
 		if len(out.Records) == 0 {
@@ -44,7 +44,7 @@ func contactKey(cl *mappers.ContactLookup) string {
 func SearchTerms(cl *mappers.ContactLookup) []string {
 	var terms []string
 	for _, t := range []string{cl.National, cl.E164} {
-		if t != "" && !containsString(terms, t) {
+		if t != "" && !slices.Contains(terms, t) {
 			terms = append(terms, t)
 		}
 	}
@@ -86,7 +86,7 @@ func (c *Connector) contact(ctx context.Context, api *crm.API, cl *mappers.Conta
 		var out struct {
 			SearchRecords []match `json:"searchRecords"`
 		}
-		if _, err := api.Do(ctx, crm.Request{Op: "salesforce: search contact", Method: http.MethodGet, Path: "/search/", Query: url.Values{"q": {SOSL(cl)}}}, &out); err != nil {
+		if _, err := api.Do(ctx, ContactSearchRequest(cl), &out); err != nil {
 			return "", err
 		}
 		var contacts, leads []match
@@ -148,7 +148,7 @@ func (c *Connector) createPerson(ctx context.Context, api *crm.API, cl *mappers.
 	if cl.OnNone == OnNoneCreateLead {
 		object = "Lead"
 	}
-	number := cmpOr(cl.Raw, cmpOr(cl.National, cl.E164))
+	number := cmp.Or(cl.Raw, cl.National, cl.E164)
 	body := map[string]any{"LastName": number, "Phone": number}
 	if object == "Lead" {
 		body["Company"] = NewLeadCompany
@@ -174,13 +174,4 @@ func digitsOf(s string) string {
 		}
 	}
 	return b.String()
-}
-
-func containsString(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -24,8 +24,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -210,10 +208,6 @@ func New(o Options) (*Connector, error) {
 	}, nil
 }
 
-// Tokens is the connection's shared token (the oauth command and health checks use its
-// store).
-func (c *Connector) Tokens() *crm.SharedToken { return c.tokens }
-
 // api returns the REST client for the org the current token belongs to: instance_url from
 // the token response is the API host (login URLs do not serve the REST API reliably).
 func (c *Connector) api(ctx context.Context) (*crm.API, error) {
@@ -272,7 +266,7 @@ func (c *Connector) deliver(ctx context.Context, rec *mappers.Record) (crm.Resul
 	if extField == "" || value == "" {
 		return crm.Result{}, &crm.Error{Class: crm.Permanent, Op: "salesforce: upsert " + object, Msg: "the record has no external id field or value"}
 	}
-	fields, createOnly, err := splitFields(rec.Fields, extField)
+	fields, createOnly, err := Fields(rec.Fields, extField)
 	if err != nil {
 		return crm.Result{}, &crm.Error{Class: crm.Permanent, Op: "salesforce: upsert " + object, Msg: err.Error()}
 	}
@@ -286,7 +280,7 @@ func (c *Connector) deliver(ctx context.Context, rec *mappers.Record) (crm.Resul
 			return crm.Result{}, err
 		}
 		if res.OwnerID != "" {
-			fields[cmpOr(rec.Owner.Field, "OwnerId")] = res.OwnerID
+			fields[OwnerField(rec.Owner)] = res.OwnerID
 		}
 	}
 	if rec.Contact != nil {
@@ -294,7 +288,7 @@ func (c *Connector) deliver(ctx context.Context, rec *mappers.Record) (crm.Resul
 			return crm.Result{}, err
 		}
 		if res.ContactID != "" {
-			fields[cmpOr(rec.Contact.Field, "WhoId")] = res.ContactID
+			fields[ContactField(rec.Contact)] = res.ContactID
 		}
 	}
 
@@ -334,66 +328,7 @@ func (c *Connector) deliver(ctx context.Context, rec *mappers.Record) (crm.Resul
 		c.log.Warn("salesforce: could not record task id", "external_id", value, "error", err.Error())
 	}
 	res.ID, res.Created = id, created
-	c.log.Info("salesforce: task upserted", "external_id", value, "task_id", id, "created", created,
-		"contact_associated", res.ContactID != "", "owner_set", res.OwnerID != "")
 	return res, nil
-}
-
-// splitFields turns the record's fields into the JSON body, keeping create-only fields
-// apart. The external id field is dropped (the URL carries it and Salesforce refuses it in
-// the body); an Id field can only be a mapping mistake.
-func splitFields(in []mappers.Field, extField string) (fields, createOnly map[string]any, err error) {
-	fields, createOnly = map[string]any{}, map[string]any{}
-	for _, f := range in {
-		switch {
-		case strings.EqualFold(f.Name, extField):
-			continue
-		case strings.EqualFold(f.Name, "Id"):
-			return nil, nil, errors.New("the mapping sets Id; the Task is identified by its external id")
-		}
-		v, err := jsonValue(f.Name, f.Value)
-		if err != nil {
-			return nil, nil, err
-		}
-		if v == nil {
-			continue
-		}
-		if f.CreateOnly {
-			createOnly[f.Name] = v
-		} else {
-			fields[f.Name] = v
-		}
-	}
-	return fields, createOnly, nil
-}
-
-// dateFields are the standard Task fields of type date (not datetime).
-var dateFields = []string{"ActivityDate", "RecurrenceStartDateOnly", "RecurrenceEndDateOnly"}
-
-// jsonValue converts a record value to what the REST API expects. A time becomes a date in
-// its own zone (a call at 08:30 JST on the 2nd is an activity of the 2nd) for date fields,
-// else a datetime with milliseconds and offset. For a custom date field, render a
-// YYYY-MM-DD string in the mapping.
-func jsonValue(name string, v any) (any, error) {
-	switch x := v.(type) {
-	case nil:
-		return nil, nil
-	case string, bool, int, int32, int64, float32, float64:
-		return x, nil
-	case time.Time:
-		if slices.Contains(dateFields, name) {
-			return x.Format(time.DateOnly), nil
-		}
-		return x.Format("2006-01-02T15:04:05.000Z07:00"), nil
-	}
-	return nil, fmt.Errorf("field %s: unsupported value type %T", name, v)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // existing says whether the Task exists: the id map first, then one GET by external id.
@@ -408,11 +343,7 @@ func (c *Connector) existing(ctx context.Context, api *crm.API, object, mapObjec
 	var out struct {
 		ID string `json:"Id"`
 	}
-	status, err := api.Do(ctx, crm.Request{
-		Op: "salesforce: get " + object + " by external id", Method: http.MethodGet,
-		Path:  "/sobjects/" + url.PathEscape(object) + "/" + url.PathEscape(field) + "/" + url.PathEscape(value),
-		Query: url.Values{"fields": {"Id"}},
-	}, &out)
+	status, err := api.Do(ctx, GetByExternalIDRequest(object, field, value), &out)
 	if status == http.StatusNotFound {
 		// Not found; an unknown external id field also answers 404, and the upsert below
 		// then reports it.
@@ -429,11 +360,7 @@ func (c *Connector) upsert(ctx context.Context, api *crm.API, object, field, val
 		ID      string `json:"id"`
 		Created bool   `json:"created"`
 	}
-	status, err := api.Do(ctx, crm.Request{
-		Op: "salesforce: upsert " + object, Method: http.MethodPatch,
-		Path: "/sobjects/" + url.PathEscape(object) + "/" + url.PathEscape(field) + "/" + url.PathEscape(value),
-		Body: body,
-	}, &out)
+	status, err := api.Do(ctx, UpsertRequest(object, field, value, body), &out)
 	if err != nil {
 		return "", false, err
 	}
@@ -475,19 +402,12 @@ func (c *Connector) staleLookup(ctx context.Context, err error, rec *mappers.Rec
 	default:
 		return err
 	}
-	whoField, ownerField := "WhoId", "OwnerId"
-	if rec.Contact != nil {
-		whoField = cmpOr(rec.Contact.Field, whoField)
-	}
-	if rec.Owner != nil {
-		ownerField = cmpOr(rec.Owner.Field, ownerField)
-	}
 	forgot := false
-	if rec.Contact != nil && strings.Contains(ce.Msg, whoField) {
+	if rec.Contact != nil && strings.Contains(ce.Msg, ContactField(rec.Contact)) {
 		_ = c.lookups.Forget(ctx, crm.LookupContact, contactKey(rec.Contact))
 		forgot = true
 	}
-	if rec.Owner != nil && strings.Contains(ce.Msg, ownerField) {
+	if rec.Owner != nil && strings.Contains(ce.Msg, OwnerField(rec.Owner)) {
 		_ = c.lookups.Forget(ctx, crm.LookupOwner, strings.ToLower(rec.Owner.Email))
 		forgot = true
 	}
