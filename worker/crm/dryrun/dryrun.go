@@ -5,8 +5,9 @@
 // Records for HubSpot (object "calls") are rendered with the HubSpot connector's own request
 // builders, so the bodies are exactly what it sends: owner lookup, contact search, then a
 // create the first time a MiiTel detail is seen and an update afterwards. Records for
-// Salesforce (object "Task", or any other sObject) show the owner SOQL, the phone SOSL and
-// the upsert by external id. Ids that only the CRM could answer appear as placeholders
+// Salesforce (object "Task", or any other sObject) likewise go through the Salesforce
+// connector's builders: owner SOQL, phone SOSL, the lookup by external id (first delivery
+// only) and the upsert. Ids that only the CRM could answer appear as placeholders
 // ({owner_id}, {contact_id}, {call_id}). Nothing goes to the network.
 package dryrun
 
@@ -15,11 +16,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
@@ -206,47 +207,29 @@ func (c *Connector) hubspot(rec *mappers.Record, first bool) ([]Request, error) 
 	return out, nil
 }
 
-// dateFields are Salesforce Task fields of type date.
-var dateFields = []string{"ActivityDate", "RecurrenceStartDateOnly", "RecurrenceEndDateOnly"}
-
 func (c *Connector) salesforce(rec *mappers.Record, first bool) ([]Request, error) {
 	base := c.o.SalesforceBaseURL + "/services/data/" + c.o.SalesforceAPIVersion
-	var crs []crm.Request
-	fields := map[string]any{}
-	for _, f := range rec.Fields {
-		if f.CreateOnly && !first {
-			continue
-		}
-		if f.Name == rec.ExternalID.Field || f.Name == "Id" {
-			continue // the upsert URL carries the external id; the body must not
-		}
-		switch v := f.Value.(type) {
-		case nil:
-			continue
-		case time.Time:
-			if slices.Contains(dateFields, f.Name) {
-				fields[f.Name] = v.Format(time.DateOnly)
-			} else {
-				fields[f.Name] = v.Format("2006-01-02T15:04:05.000Z07:00")
-			}
-		case string, bool, int, int32, int64, float64:
-			fields[f.Name] = v
-		default:
-			return nil, &crm.Error{Class: crm.Permanent, Op: "dryrun: render fields", Code: "MAPPING", Msg: fmt.Sprintf("field %s: unsupported value type %T", f.Name, f.Value)}
-		}
+	object, field, value := rec.Object, rec.ExternalID.Field, rec.ExternalID.Value
+	fields, createOnly, err := salesforce.Fields(rec.Fields, field)
+	if err != nil {
+		return nil, &crm.Error{Class: crm.Permanent, Op: "dryrun: render fields", Code: "MAPPING", Msg: err.Error()}
 	}
+	var crs []crm.Request
 	if rec.Owner != nil && rec.Owner.Email != "" {
-		q := "SELECT Id FROM User WHERE Email = '" + salesforce.EscapeSOQL(rec.Owner.Email) + "' AND IsActive = true LIMIT 1"
-		crs = append(crs, crm.Request{Method: "GET", Path: "/query/", Query: url.Values{"q": {q}}})
-		fields[cmpOr(rec.Owner.Field, "OwnerId")] = OwnerID
+		crs = append(crs, salesforce.OwnerRequest(rec.Owner.Email))
+		fields[salesforce.OwnerField(rec.Owner)] = OwnerID
 	}
 	if rec.Contact != nil && len(salesforce.SearchTerms(rec.Contact)) > 0 {
-		crs = append(crs, crm.Request{Method: "GET", Path: "/search/", Query: url.Values{"q": {salesforce.SOSL(rec.Contact)}}})
-		fields[cmpOr(rec.Contact.Field, "WhoId")] = ContactID
+		crs = append(crs, salesforce.ContactSearchRequest(rec.Contact))
+		fields[salesforce.ContactField(rec.Contact)] = ContactID
 	}
-	crs = append(crs, crm.Request{Method: "PATCH",
-		Path: "/sobjects/" + url.PathEscape(rec.Object) + "/" + url.PathEscape(rec.ExternalID.Field) + "/" + url.PathEscape(rec.ExternalID.Value),
-		Body: fields})
+	if first {
+		// The connector's id map does not know the Task yet: it asks Salesforce (404), then
+		// creates with the create-only fields.
+		crs = append(crs, salesforce.GetByExternalIDRequest(object, field, value))
+		maps.Copy(fields, createOnly)
+	}
+	crs = append(crs, salesforce.UpsertRequest(object, field, value, fields))
 	out := make([]Request, 0, len(crs))
 	for _, r := range crs {
 		rr, err := record(base, r)
@@ -256,11 +239,4 @@ func (c *Connector) salesforce(rec *mappers.Record, first bool) ([]Request, erro
 		out = append(out, rr)
 	}
 	return out, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +19,8 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/hubspot"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/hubspot/hubspotfake"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/salesforce"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/salesforce/salesforcefake"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
 )
 
@@ -142,6 +146,74 @@ func TestHubSpotRequestsMatchConnector(t *testing.T) {
 		if strings.Contains(r.URL, "/owners") && containsOwner(printed) {
 			continue
 		}
+		printed = append(printed, Request{Method: r.Method, URL: repl.Replace(r.URL), Body: normalise(t, repl.Replace(string(r.Body)))})
+	}
+	if diff := cmp.Diff(sent, printed); diff != "" {
+		t.Errorf("connector requests (-) vs dry-run requests (+):\n%s", diff)
+	}
+}
+
+// recordingTransport keeps the API requests a connector sends (not the token requests).
+type recordingTransport struct {
+	next http.RoundTripper
+	reqs []Request
+}
+
+func (t *recordingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.Contains(r.URL.Path, "/services/data/") {
+		var body []byte
+		if r.Body != nil {
+			body, _ = io.ReadAll(r.Body)
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+		}
+		t.reqs = append(t.reqs, Request{Method: r.Method, URL: r.URL.String(), Body: body})
+	}
+	return t.next.RoundTrip(r)
+}
+
+// TestSalesforceRequestsMatchConnector proves "exact" for Salesforce: the dry run's requests
+// are what the connector sends to the fake org, once placeholders are replaced by real ids.
+func TestSalesforceRequestsMatchConnector(t *testing.T) {
+	fake := salesforcefake.New(t, salesforcefake.Options{ExternalIDFields: []string{"MiiTel_Detail_Id__c"}})
+	owner := fake.AddUser(salesforcefake.User{Username: "obrien", Email: "o'brien@example.com"})
+	contact := fake.AddContact(salesforcefake.Person{LastName: "Tanaka", Phone: "03-1234-5678"})
+	rec := &recordingTransport{next: fake.Client().Transport}
+	conn, err := salesforce.New(salesforce.Options{
+		Connection: config.Connection{Name: "sf", Salesforce: &config.Salesforce{
+			LoginURL: fake.URL, Flow: salesforce.FlowClientCredentials,
+			ClientID: fake.ClientID(), ClientSecret: config.FromValue(fake.ClientSecret()),
+		}},
+		Redis:      redistest.Start(t).Client(),
+		HTTPClient: &http.Client{Transport: rec},
+		Context:    t.Context(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dry := New(Options{SalesforceBaseURL: fake.URL})
+	var taskID string
+	for range 2 {
+		res, err := conn.Deliver(t.Context(), salesforceRecord())
+		if err != nil {
+			t.Fatal(err)
+		}
+		taskID = res.ID
+		if _, err := dry.Deliver(t.Context(), salesforceRecord()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sent []Request
+	for _, r := range rec.reqs {
+		sent = append(sent, Request{Method: r.Method, URL: r.URL, Body: normalise(t, string(r.Body))})
+	}
+	var printed []Request
+	seen := map[string]bool{}
+	repl := strings.NewReplacer(OwnerID, owner, ContactID, contact, CallID, taskID)
+	for _, r := range dry.Requests() {
+		if r.Method == http.MethodGet && seen[r.URL] {
+			continue // the connector answers repeated lookups from its cache
+		}
+		seen[r.URL] = true
 		printed = append(printed, Request{Method: r.Method, URL: repl.Replace(r.URL), Body: normalise(t, repl.Replace(string(r.Body)))})
 	}
 	if diff := cmp.Diff(sent, printed); diff != "" {
