@@ -37,8 +37,11 @@ const (
 
 // Options configure the dry run.
 type Options struct {
-	// Out receives the printed requests; nil prints nothing (tests read Requests).
+	// Out receives the printed requests; nil prints nothing.
 	Out io.Writer
+	// Record keeps every request for Requests (tests). Off by default: `serve` without a CRM
+	// may run for weeks, and the printed requests are all it needs.
+	Record bool
 	// HubSpotBaseURL and SalesforceBaseURL prefix the printed paths (defaults: the public
 	// HubSpot API and a placeholder My Domain).
 	HubSpotBaseURL    string
@@ -79,7 +82,10 @@ func New(o Options) *Connector {
 	return &Connector{o: o, seen: map[string]bool{}}
 }
 
-// Requests returns every request recorded so far.
+// maxSeen bounds the external ids remembered to tell a create from an update.
+const maxSeen = 100_000
+
+// Requests returns every request recorded so far (Options.Record).
 func (c *Connector) Requests() []Request {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -96,6 +102,11 @@ func (c *Connector) Deliver(_ context.Context, rec *mappers.Record) (crm.Result,
 	defer c.mu.Unlock()
 	key := rec.Object + "\x00" + rec.ExternalID.Value
 	first := !c.seen[key]
+	if len(c.seen) >= maxSeen {
+		// Bounded memory for a long dry run: forgetting only makes an old call's next event
+		// print as a create.
+		clear(c.seen)
+	}
 	c.seen[key] = true
 
 	var reqs []Request
@@ -115,7 +126,9 @@ func (c *Connector) Deliver(_ context.Context, rec *mappers.Record) (crm.Result,
 	if err != nil {
 		return crm.Result{}, err
 	}
-	c.requests = append(c.requests, reqs...)
+	if c.o.Record {
+		c.requests = append(c.requests, reqs...)
+	}
 	if c.o.Out != nil {
 		c.print(rec, first, reqs)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,7 +118,7 @@ func TestHubSpotRequestsMatchConnector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dry := New(Options{HubSpotBaseURL: fake.URL})
+	dry := New(Options{HubSpotBaseURL: fake.URL, Record: true})
 	var callID string
 	for _, body := range []string{"memo", "memo + minutes"} {
 		res, err := conn.Deliver(context.Background(), hubspotRecord(body))
@@ -190,7 +191,7 @@ func TestSalesforceRequestsMatchConnector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dry := New(Options{SalesforceBaseURL: fake.URL})
+	dry := New(Options{SalesforceBaseURL: fake.URL, Record: true})
 	var taskID string
 	for range 2 {
 		res, err := conn.Deliver(t.Context(), salesforceRecord())
@@ -249,4 +250,25 @@ func normalise(t *testing.T, body string) json.RawMessage {
 	}
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// A dry run in `serve` runs as long as the process: it keeps no requests unless asked, and
+// the ids it remembers to tell a create from an update are bounded.
+func TestMemoryIsBounded(t *testing.T) {
+	c := New(Options{Out: io.Discard})
+	if _, err := c.Deliver(context.Background(), hubspotRecord("memo")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(c.Requests()); n != 0 {
+		t.Errorf("kept %d requests without Options.Record", n)
+	}
+	for i := range maxSeen {
+		c.seen[strconv.Itoa(i)] = true
+	}
+	if _, err := c.Deliver(context.Background(), hubspotRecord("memo")); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.seen) != 1 {
+		t.Errorf("after %d ids: %d remembered, want the set cleared", maxSeen, len(c.seen))
+	}
 }
