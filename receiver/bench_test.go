@@ -3,6 +3,7 @@ package receiver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -66,7 +67,7 @@ func BenchmarkAccept(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ev := pc.events[0]
+	ev := pc[0]
 	client := asynq.NewClientFromRedisClient(h.rdb)
 	if err := h.rdb.FlushDB(ctx).Err(); err != nil {
 		b.Fatal(err)
@@ -97,4 +98,26 @@ func floor(b *testing.B, n int, fn func(i int) error) float64 {
 		}
 	}
 	return float64(time.Since(start).Nanoseconds()) / float64(n)
+}
+
+// BenchmarkParse measures the CPU part of the accept path on the seed sample, without Redis:
+// split the body, take out the additional payload, decode and check the call, classify and
+// hash each detail. x_unmarshal is its time over one json.Unmarshal of the same body into
+// map[string]any, measured in the same run: the floor of looking at every byte once.
+func BenchmarkParse(b *testing.B) {
+	seed := sample(b, "samples/call_analysis_completed_seed_sample.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(seed)))
+	for b.Loop() {
+		if _, err := parseBody(seed, []string{"params_key"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	parse := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	unmarshal := floor(b, min(b.N, 20000), func(int) error {
+		var v map[string]any
+		return json.Unmarshal(seed, &v)
+	})
+	b.ReportMetric(unmarshal, "unmarshal-ns")
+	b.ReportMetric(parse/unmarshal, "x_unmarshal")
 }

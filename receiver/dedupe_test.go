@@ -154,7 +154,7 @@ func TestDedupeKey(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", body, err)
 		}
-		return pc.events[0].DedupeKey
+		return pc[0].DedupeKey
 	}
 	want := keyOf("r", base)
 	if len(want) != dedupeKeyLen || strings.Trim(want, "0123456789abcdef") != "" {

@@ -144,18 +144,18 @@ func (r *Receiver) webhook(c *gin.Context) {
 		r.invalid(c, rl, invalidf("additional payload: %v", err))
 		return
 	}
-	pc, err := parseCall(name, top, payload, r.now().UTC())
+	events, err := parseCall(name, top, payload, r.now().UTC())
 	if err != nil {
 		r.invalid(c, rl, err)
 		return
 	}
-	rl.callID = pc.events[0].CallID
-	for _, ev := range pc.events {
+	rl.callID = events[0].CallID
+	for _, ev := range events {
 		rl.detailIDs = append(rl.detailIDs, ev.Detail.ID)
 		rl.kinds = append(rl.kinds, string(ev.Kind))
 	}
 
-	results, err := r.enqueueAll(c.Request.Context(), name, pc.events)
+	results, err := r.enqueueAll(c.Request.Context(), name, events)
 	if err != nil {
 		rl.outcome, rl.err = outcomeUnavailable, err
 		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(r.server.RetryAfter)))

@@ -65,102 +65,120 @@ func challengeOf(top map[string]json.RawMessage) (token string, isChallenge bool
 	return token, true, nil
 }
 
-// parsedCall is a validated call: one event per detail, with its dedupe key set.
-type parsedCall struct {
-	events []*miitel.Event
-}
-
-// parseCall validates the call in top and builds the events. payload is the additional
-// payload to queue (auth keys already removed); route names the webhook setting.
-func parseCall(route string, top map[string]json.RawMessage, payload map[string]any, receivedAt time.Time) (*parsedCall, error) {
+// parseCall validates the call in top and builds one event per detail, its dedupe key set.
+// payload is the additional payload to queue (auth keys already removed); route names the
+// webhook setting.
+//
+// The call is decoded in one typed pass: with a long transcript, decoding is most of the
+// accept path's CPU, and every further json.Unmarshal of the same bytes scans them twice
+// more. Only a call whose typed decode fails is walked again, piece by piece, by
+// explainDecodeError, so that the 400 names the offending field with its detail index.
+func parseCall(route string, top map[string]json.RawMessage, payload map[string]any, receivedAt time.Time) ([]*miitel.Event, error) {
 	rawCall, ok := top["call"]
 	if !ok || isNull(rawCall) {
 		return nil, invalidf("call is required")
 	}
-	var call map[string]json.RawMessage
+	var call miitel.Call
 	if err := json.Unmarshal(rawCall, &call); err != nil {
-		return nil, invalidf("call must be an object")
+		return nil, explainDecodeError(rawCall, err)
 	}
-	callID, err := requiredString(call, "id", "call.id")
-	if err != nil {
+	if err := checkCall(&call); err != nil {
 		return nil, err
 	}
-	tenant, err := requiredString(call, "tenant_code", "call.tenant_code")
-	if err != nil {
-		return nil, err
-	}
-	rawDetails, ok := call["details"]
-	if !ok || isNull(rawDetails) {
-		return nil, invalidf("call.details is required")
-	}
-	var details []json.RawMessage
-	if err := json.Unmarshal(rawDetails, &details); err != nil {
-		return nil, invalidf("call.details must be an array")
-	}
-	if len(details) == 0 {
-		return nil, invalidf("call.details must not be empty")
-	}
-	payloadHash, err := canonicalHash(payload, tenant)
+	payloadHash, err := canonicalHash(payload, call.TenantCode)
 	if err != nil {
 		return nil, fmt.Errorf("receiver: hash payload: %w", err)
 	}
-	pc := &parsedCall{events: make([]*miitel.Event, 0, len(details))}
-	for i, raw := range details {
-		ev, err := parseDetail(i, raw)
-		if err != nil {
-			return nil, err
+	events := make([]*miitel.Event, len(call.Details))
+	for i := range call.Details {
+		d := &call.Details[i]
+		ev := &miitel.Event{
+			Route: route, CallID: call.ID, TenantCode: call.TenantCode, Kind: miitel.Classify(d),
+			ReceivedAt: receivedAt, Detail: *d, Payload: payload,
 		}
-		ev.Route, ev.CallID, ev.TenantCode, ev.ReceivedAt, ev.Payload = route, callID, tenant, receivedAt, payload
-		ev.DedupeKey, err = dedupeKey(route, callID, ev.Kind, &ev.Detail, payloadHash)
+		ev.DedupeKey, err = dedupeKey(route, call.ID, ev.Kind, &ev.Detail, payloadHash)
 		if err != nil {
 			return nil, fmt.Errorf("receiver: dedupe key: %w", err)
 		}
-		pc.events = append(pc.events, ev)
+		events[i] = ev
 	}
-	return pc, nil
+	return events, nil
 }
 
-// parseDetail decodes one detail straight into its type (one pass over its bytes) and
-// checks what the worker cannot do without: an id, a call type and readable timestamps.
-func parseDetail(i int, raw json.RawMessage) (*miitel.Event, error) {
-	where := fmt.Sprintf("call.details[%d]", i)
-	if isNull(raw) {
-		return nil, invalidf("%s must be an object", where)
+// checkCall checks what the worker cannot do without: a call id and tenant, and per detail
+// an id, a call type and readable timestamps.
+func checkCall(c *miitel.Call) error {
+	switch {
+	case strings.TrimSpace(c.ID) == "":
+		return invalidf("call.id is required")
+	case strings.TrimSpace(c.TenantCode) == "":
+		return invalidf("call.tenant_code is required")
+	case c.Details == nil: // absent or null
+		return invalidf("call.details is required")
+	case len(c.Details) == 0:
+		return invalidf("call.details must not be empty")
 	}
-	ev := &miitel.Event{}
-	if err := json.Unmarshal(raw, &ev.Detail); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return nil, invalidf("%s.%s must be %s, got %s", where, te.Field, jsonKind(te.Type.String()), te.Value)
+	for i := range c.Details {
+		d := &c.Details[i]
+		if strings.TrimSpace(d.ID) == "" {
+			return invalidf("call.details[%d].id is required", i)
 		}
-		return nil, invalidf("%s must be an object", where)
+		if strings.TrimSpace(d.CallType) == "" {
+			return invalidf("call.details[%d].call_type is required", i)
+		}
+		// The worker computes durations and CRM timestamps from these; "" counts as absent,
+		// like null (Classify does the same).
+		for _, f := range []struct {
+			name string
+			v    *string
+		}{
+			{"dial_starts_at", d.DialStartsAt}, {"dial_answered_at", d.DialAnsweredAt}, {"dial_ends_at", d.DialEndsAt},
+			{"queueing_starts_at", d.QueueingStartsAt}, {"queueing_answered_at", d.QueueingAnsweredAt},
+			{"queueing_ends_at", d.QueueingEndsAt},
+		} {
+			if f.v == nil || *f.v == "" {
+				continue
+			}
+			if _, err := time.Parse(time.RFC3339, *f.v); err != nil {
+				return invalidf("call.details[%d].%s is not an RFC 3339 time", i, f.name)
+			}
+		}
 	}
-	d := &ev.Detail
-	if strings.TrimSpace(d.ID) == "" {
-		return nil, invalidf("%s.id is required", where)
+	return nil
+}
+
+// explainDecodeError finds, for a call the typed decode refused, the first value of the
+// wrong JSON type, in the order checkCall looks at them. A typed decode error names the
+// field without the detail's index, which an admin with a multi-detail call needs.
+func explainDecodeError(rawCall json.RawMessage, err error) error {
+	var call map[string]json.RawMessage
+	if json.Unmarshal(rawCall, &call) != nil {
+		return invalidf("call must be an object")
 	}
-	if strings.TrimSpace(d.CallType) == "" {
-		return nil, invalidf("%s.call_type is required", where)
+	for _, f := range []struct{ key, where string }{{"id", "call.id"}, {"tenant_code", "call.tenant_code"}} {
+		var s string
+		if raw, ok := call[f.key]; ok && json.Unmarshal(raw, &s) != nil {
+			return invalidf("%s must be a string", f.where)
+		}
 	}
-	// The worker computes durations and CRM timestamps from these; "" counts as absent,
-	// like null (Classify does the same).
-	for _, f := range []struct {
-		name string
-		v    *string
-	}{
-		{"dial_starts_at", d.DialStartsAt}, {"dial_answered_at", d.DialAnsweredAt}, {"dial_ends_at", d.DialEndsAt},
-		{"queueing_starts_at", d.QueueingStartsAt}, {"queueing_answered_at", d.QueueingAnsweredAt},
-		{"queueing_ends_at", d.QueueingEndsAt},
-	} {
-		if f.v == nil || *f.v == "" {
+	var details []json.RawMessage
+	if raw, ok := call["details"]; ok && json.Unmarshal(raw, &details) != nil {
+		return invalidf("call.details must be an array")
+	}
+	for i, raw := range details {
+		var d miitel.Detail
+		derr := json.Unmarshal(raw, &d)
+		if derr == nil {
 			continue
 		}
-		if _, err := time.Parse(time.RFC3339, *f.v); err != nil {
-			return nil, invalidf("%s.%s is not an RFC 3339 time", where, f.name)
+		where := fmt.Sprintf("call.details[%d]", i)
+		var te *json.UnmarshalTypeError
+		if errors.As(derr, &te) && te.Field != "" {
+			return invalidf("%s.%s must be %s, got %s", where, te.Field, jsonKind(te.Type.String()), te.Value)
 		}
+		return invalidf("%s must be an object", where)
 	}
-	ev.Kind = miitel.Classify(d)
-	return ev, nil
+	return invalidf("call: %v", err) // the walk and the typed decode disagree: say what the decoder said
 }
 
 // jsonKind names a Go type the way a JSON sender thinks of it.
@@ -178,21 +196,6 @@ func jsonKind(goType string) string {
 	default:
 		return "an object"
 	}
-}
-
-func requiredString(obj map[string]json.RawMessage, key, where string) (string, error) {
-	raw, ok := obj[key]
-	if !ok || isNull(raw) {
-		return "", invalidf("%s is required", where)
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", invalidf("%s must be a string", where)
-	}
-	if strings.TrimSpace(s) == "" {
-		return "", invalidf("%s is required", where)
-	}
-	return s, nil
 }
 
 func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }

@@ -15,7 +15,7 @@ import (
 )
 
 // parseBody runs the parser the way the handler does after authentication.
-func parseBody(body []byte, authKeys []string) (*parsedCall, error) {
+func parseBody(body []byte, authKeys []string) ([]*miitel.Event, error) {
 	top, err := decodeTop(body)
 	if err != nil {
 		return nil, err
@@ -47,7 +47,7 @@ func TestParseErrors(t *testing.T) {
 		{`{"call": {"id":"c","tenant_code":"t","details":null}}`, "call.details is required"},
 		{`{"call": {"id":"c","tenant_code":"t","details":{}}}`, "call.details must be an array"},
 		{`{"call": {"id":"c","tenant_code":"t","details":[]}}`, "call.details must not be empty"},
-		{`{"call": {"id":"c","tenant_code":"t","details":[null]}}`, "call.details[0] must be an object"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[null]}}`, "call.details[0].id is required"},
 		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `},{"call_type":"OUTGOING_CALL"}]}}`, "call.details[1].id is required"},
 		{`{"call": {"id":"c","tenant_code":"t","details":[{"id":"d1"}]}}`, "call.details[0].call_type is required"},
 		{`{"call": {"id":"c","tenant_code":"t","details":[{"id":7,"call_type":"X"}]}}`, "call.details[0].id must be a string, got number"},
@@ -57,6 +57,8 @@ func TestParseErrors(t *testing.T) {
 		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"queueing_answered_at":5}]}}`, "call.details[0].queueing_answered_at must be a string, got number"},
 		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"participants":{}}]}}`, "call.details[0].participants must be an array, got object"},
 		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"participants":[{"name":1}]}]}}`, "call.details[0].participants.name must be a string, got number"},
+		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `},{` + d + `,"tags":[{"value":false}]}]}}`, "call.details[1].tags.value must be a string, got bool"},
+		{`{"call": {"id":"c","tenant_code":7,"details":[{` + d + `}]}}`, "call.tenant_code must be a string"},
 		{`{"call": {"id":"c","tenant_code":"t","details":[{` + d + `,"analysis":{"score":"high"}}]}}`, "call.details[0].analysis.score must be a number, got string"},
 	}
 	for _, tc := range tests {
@@ -83,7 +85,7 @@ func TestParseTolerates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := pc.events[0]
+	ev := pc[0]
 	if ev.Kind != miitel.KindUnanswered || ev.CallID != "c" || ev.TenantCode != "t" || ev.Detail.ID != "d1" {
 		t.Errorf("event %+v", ev)
 	}
@@ -122,10 +124,10 @@ func FuzzParse(f *testing.F) {
 		if pc == nil { // a challenge
 			return
 		}
-		if len(pc.events) == 0 {
+		if len(pc) == 0 {
 			t.Fatal("accepted a call without events")
 		}
-		for _, ev := range pc.events {
+		for _, ev := range pc {
 			if strings.TrimSpace(ev.CallID) == "" || strings.TrimSpace(ev.TenantCode) == "" ||
 				strings.TrimSpace(ev.Detail.ID) == "" || ev.Detail.CallType == "" {
 				t.Fatalf("accepted an event without its essentials: %+v", ev)
@@ -145,8 +147,8 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("second parse failed: %v", err)
 		}
-		for i := range pc.events {
-			if again.events[i].DedupeKey != pc.events[i].DedupeKey {
+		for i := range pc {
+			if again[i].DedupeKey != pc[i].DedupeKey {
 				t.Fatal("dedupe key not deterministic")
 			}
 		}
