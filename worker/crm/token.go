@@ -117,6 +117,7 @@ type TokenOptions struct {
 	KeepExtra []string
 	// Revoked decides which fetch errors break the connection. Default IsRevoked.
 	Revoked func(error) bool
+	// Logger is the connector's, which already names the connection.
 	Logger  *slog.Logger
 	Metrics *Metrics
 }
@@ -188,7 +189,7 @@ func NewSharedToken(base context.Context, o TokenOptions) (*SharedToken, error) 
 		base:  base,
 		o:     o,
 		store: NewTokenStore(o.Redis, o.Connection),
-		log:   log.With("connection", o.Connection),
+		log:   log,
 		m:     orNop(o.Metrics),
 	}, nil
 }
