@@ -38,7 +38,6 @@ func (p pos) at(line, col int) (int, int, bool) {
 	return p.line, p.col, false
 }
 
-func (p *pos) setPos(q pos)           { *p = q }
 func (e *Expr) setPos(q pos)          { e.at = q }
 func (l *Literal) setPos(q pos)       { l.at = q }
 func (d *ExternalIDDef) setPos(q pos) { d.at = q }
@@ -115,9 +114,7 @@ func (d *decoder) value(n ast.Node, v reflect.Value, path string) {
 	if n == nil {
 		return
 	}
-	if d.at != nil {
-		d.at[path] = nodePos(n)
-	}
+	d.at[path] = nodePos(n)
 	if p, ok := v.Addr().Interface().(positioned); ok {
 		p.setPos(nodePos(n))
 	}

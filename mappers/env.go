@@ -54,7 +54,7 @@ type Env struct {
 	Customer *miitel.Participant `expr:"customer"`
 }
 
-// internalTypes are calls between reps: no customer on the line.
+// isInternal reports a call between reps (EXTENSION, EXTENSION_GROUP): no customer on the line.
 func isInternal(callType string) bool {
 	return callType == "EXTENSION" || callType == "EXTENSION_GROUP"
 }

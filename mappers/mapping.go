@@ -5,11 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"reflect"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -151,23 +152,16 @@ func (c *compiler) errorf(path, format string, a ...any) {
 
 var regionRe = regexp.MustCompile(`^[A-Z]{2}$`)
 
+// knownRegion reports whether r is a region libphonenumber has a numbering plan for.
+func knownRegion(r string) bool {
+	return regionRe.MatchString(r) && phonenumbers.GetCountryCodeForRegion(r) != 0
+}
+
 func (c *compiler) region(r string, path string) string {
-	if r == "" {
-		return ""
-	}
-	if !regionRe.MatchString(r) || phonenumbers.GetCountryCodeForRegion(r) == 0 {
+	if r != "" && !knownRegion(r) {
 		c.errorf(path, "unknown region %q (an ISO 3166 alpha-2 code such as JP)", r)
 	}
 	return r
-}
-
-func oneOf(v string, set []string) bool {
-	for _, s := range set {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (c *compiler) mapping(f *File) *Mapping {
@@ -175,7 +169,7 @@ func (c *compiler) mapping(f *File) *Mapping {
 	if f.Version != 0 && f.Version != 1 {
 		c.errorf("version", "unsupported version %d (this build reads version 1)", f.Version)
 	}
-	if f.CRM != "" && !oneOf(f.CRM, CRMs) {
+	if f.CRM != "" && !slices.Contains(CRMs, f.CRM) {
 		c.errorf("crm", "unknown crm %q (one of %s)", f.CRM, strings.Join(CRMs, ", "))
 	}
 
@@ -260,12 +254,12 @@ func (c *compiler) mapping(f *File) *Mapping {
 		}
 		if m.contact.onMultiple == "" {
 			m.contact.onMultiple = OnMultiple[0]
-		} else if !oneOf(ct.OnMultiple, OnMultiple) {
+		} else if !slices.Contains(OnMultiple, ct.OnMultiple) {
 			c.errorf("contact.on_multiple", "unknown policy %q (one of %s)", ct.OnMultiple, strings.Join(OnMultiple, ", "))
 		}
 		if m.contact.onNone == "" {
 			m.contact.onNone = OnNone[0]
-		} else if !oneOf(ct.OnNone, OnNone) {
+		} else if !slices.Contains(OnNone, ct.OnNone) {
 			c.errorf("contact.on_none", "unknown policy %q (one of %s)", ct.OnNone, strings.Join(OnNone, ", "))
 		}
 	}
@@ -408,7 +402,7 @@ func (c *compiler) checkCalls(e *Expr, path string, node ast.Node) bool {
 			}
 		case "phone_e164", "phone_national":
 			if len(call.Arguments) == 2 {
-				if r, ok := constArg(call, 1, "region"); ok && (!regionRe.MatchString(r) || phonenumbers.GetCountryCodeForRegion(r) == 0) {
+				if r, ok := constArg(call, 1, "region"); ok && !knownRegion(r) {
 					report(call.Arguments[1], "unknown region %q", r)
 				}
 			}
@@ -431,12 +425,7 @@ func tableNames(t map[string]*table) string {
 	if len(t) == 0 {
 		return "none defined"
 	}
-	names := make([]string, 0, len(t))
-	for n := range t {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return strings.Join(slices.Sorted(maps.Keys(t)), ", ")
 }
 
 func valueType(t reflect.Type) bool {
@@ -525,8 +514,7 @@ func (m *Mapping) Render(ev *miitel.Event) (rec *Record, skip *Skip, err error) 
 				return nil, nil, err
 			}
 		}
-		v, err := normalize(v)
-		if err != nil {
+		if v, err = normalize(v); err != nil {
 			return nil, nil, m.renderError(f.value, err)
 		}
 		if v == nil {
