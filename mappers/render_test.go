@@ -3,6 +3,7 @@ package mappers
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -172,5 +173,39 @@ func TestShippedLimits(t *testing.T) {
 				t.Error("hubspot: transcript not HTML-escaped")
 			}
 		}
+	}
+}
+
+// TestRenderErrorNamesTheExpression: an expression that passes every probe shape but fails on
+// a real call (here an additional-payload value that is not a number) is a RenderError that
+// names the field's YAML path and position, in the form docs/mapping.md shows and the worker
+// puts into the dead letter.
+func TestRenderErrorNamesTheExpression(t *testing.T) {
+	src := head + "  - name: a\n    const: x\n  - name: level\n    value: int(payload?.level ?? \"0\") * 10\n"
+	m, err := Parse("m.yaml", []byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v (the probes carry no payload, so this must load)", err)
+	}
+	ev := testEvent()
+	ev.Payload = map[string]any{"level": "high"}
+	rec, skip, err := m.Render(ev)
+	if rec != nil || skip != nil {
+		t.Fatalf("Render = %v, %v; want only an error", rec, skip)
+	}
+	var re *RenderError
+	if !errors.As(err, &re) {
+		t.Fatalf("error %T %v is not a *RenderError", err, err)
+	}
+	got := RenderError{Path: re.Path, File: re.File, Line: re.Line, Col: re.Col}
+	if want := (RenderError{Path: "fields[1].value", File: "m.yaml", Line: 9, Col: 12}); got != want {
+		t.Errorf("RenderError at %+v, want %+v", got, want)
+	}
+	if prefix := "mappers: render fields[1].value (m.yaml:9:12): "; !strings.HasPrefix(err.Error(), prefix) {
+		t.Errorf("message %q does not start with %q", err, prefix)
+	}
+
+	ev.Payload = map[string]any{"level": "3"}
+	if rec, _, err := m.Render(ev); err != nil || rec.Fields[1].Value != int64(30) {
+		t.Errorf("a numeric level: %v, %v; want level 30", rec, err)
 	}
 }

@@ -237,3 +237,56 @@ func TestStoresShareMetrics(t *testing.T) {
 		t.Fatalf("file_valid series = %d (%v), want 2", n, err)
 	}
 }
+
+// TestStoreReloadKeepsServing: a file that disappears (mid-swap, or deleted) or turns invalid
+// never takes the mapping away; a rejected file is reported once, not on every look; going
+// back to the serving content clears the alarm without a reload.
+func TestStoreReloadKeepsServing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.yaml")
+	writeAtomic(t, path, mappingVariant("v1"))
+	reg := prometheus.NewRegistry()
+	var reported []Reload
+	s, err := NewStore(path, StoreOptions{
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Registerer: reg,
+		OnReload:   func(r Reload) { reported = append(reported, r) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := s.Current().Version()
+	metric := func(result string) float64 {
+		return testutil.ToFloat64(s.metrics.reloads.WithLabelValues(path, result))
+	}
+	valid := func() float64 { return testutil.ToFloat64(s.metrics.valid.WithLabelValues(path)) }
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Reload(); r.Applied || !errors.Is(r.Err, fs.ErrNotExist) || r.Version != v1 {
+		t.Errorf("file gone: %+v, want not-exist and %s still serving", r, v1)
+	}
+	if metric(reloadUnreadable) != 1 || valid() != 0 {
+		t.Errorf("file gone: unreadable = %v, valid = %v; want 1 and 0", metric(reloadUnreadable), valid())
+	}
+
+	writeAtomic(t, path, brokenMapping)
+	first, second := s.Reload(), s.Reload()
+	if first.Err == nil || second.Err != nil || s.Current().Version() != v1 {
+		t.Errorf("broken file looked at twice: %+v then %+v, serving %s; want one rejection, %s serving", first, second, s.Current().Version(), v1)
+	}
+	if metric(reloadInvalid) != 1 || valid() != 0 {
+		t.Errorf("broken file: invalid = %v, valid = %v; want 1 and 0", metric(reloadInvalid), valid())
+	}
+
+	writeAtomic(t, path, mappingVariant("v1"))
+	if r := s.Reload(); r.Applied || r.Err != nil || valid() != 1 {
+		t.Errorf("back to the serving content: %+v, valid = %v; want no reload and valid 1", r, valid())
+	}
+	if len(reported) != 2 || reported[0].Err == nil || reported[1].Err == nil {
+		t.Errorf("OnReload saw %+v; want the unreadable file and the rejection, once each", reported)
+	}
+	if metric(reloadApplied) != 0 {
+		t.Errorf("applied = %v, want 0", metric(reloadApplied))
+	}
+}
