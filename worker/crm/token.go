@@ -194,9 +194,6 @@ func NewSharedToken(base context.Context, o TokenOptions) (*SharedToken, error) 
 	}, nil
 }
 
-// Store is the connection's token store (refresh token, broken mark).
-func (s *SharedToken) Store() *TokenStore { return s.store }
-
 // Token returns a valid access token, fetching one when needed (see SharedToken).
 func (s *SharedToken) Token(ctx context.Context) (*oauth2.Token, error) {
 	const minWait, maxWait = 10 * time.Millisecond, 500 * time.Millisecond

@@ -73,7 +73,6 @@ type Options struct {
 type Connector struct {
 	name    string
 	api     *crm.API
-	tokens  crm.TokenProvider
 	lookups *crm.LookupCache
 	ids     *crm.IDMap
 	unique  string
@@ -201,22 +200,12 @@ func New(o Options) (*Connector, error) {
 		name: name,
 		api: &crm.API{Client: client, BaseURL: baseURL, Connection: name, Metrics: m,
 			ParseError: parseError, Adjust: func(e *crm.Error, resp *http.Response, body []byte) { adjust(e, body, static) }},
-		tokens:  tokens,
 		lookups: crm.NewLookupCache(o.Redis, name, o.Connection.LookupTTL, o.Connection.MissTTL, m),
 		ids:     crm.NewIDMap(o.Redis, name, o.IDMapTTL, o.SearchLag),
 		unique:  h.UniqueProperty,
 		log:     log,
 	}
 	return c, nil
-}
-
-// TokenStore is the connection's OAuth token store (nil for a private-app token), for
-// `oauth connect` and status reports.
-func (c *Connector) TokenStore() *crm.TokenStore {
-	if st, ok := c.tokens.(*crm.SharedToken); ok {
-		return st.Store()
-	}
-	return nil
 }
 
 // errorBody is HubSpot's v3 error body and its 429 body.

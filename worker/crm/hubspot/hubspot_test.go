@@ -498,8 +498,8 @@ func TestOAuthRevokedRefreshTokenBreaksConnection(t *testing.T) {
 	if got := testutil.ToFloat64(mustMetrics(t, reg).BrokenTotal.WithLabelValues("hs")); got != 1 {
 		t.Errorf("mcs_crm_connection_broken_total = %v, want 1", got)
 	}
-	// An admin reconnects (oauth connect stores a new refresh token): delivery resumes.
-	if err := c.TokenStore().SaveRefreshToken(context.Background(), e.fake.IssueRefreshToken()); err != nil {
+	// An admin reconnects (oauth connect stores a new refresh token, as here): delivery resumes.
+	if err := crm.NewTokenStore(e.rdb, "hs").SaveRefreshToken(context.Background(), e.fake.IssueRefreshToken()); err != nil {
 		t.Fatal(err)
 	}
 	deliver(t, c, rec)
