@@ -399,7 +399,7 @@ func TestMonitoring(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"MiitelCrmSyncDeadLetterGrowing", "MiitelCrmSyncQueueLatencyHigh", "MiitelCrmSyncCrmConnectionBroken", "MiitelCrmSyncReceiverErrors", "MiitelCrmSyncDeliveryFailing", "MiitelCrmSyncMappingRejected", "MiitelCrmSyncWorkerAbsent"} {
+	for _, want := range []string{"MiitelCrmSyncDeadLetterGrowing", "MiitelCrmSyncQueueLatencyHigh", "MiitelCrmSyncCrmConnectionBroken", "MiitelCrmSyncReceiverErrors", "MiitelCrmSyncDeliveryFailing", "MiitelCrmSyncMappingRejected", "MiitelCrmSyncRedisUnreachable", "MiitelCrmSyncWorkerAbsent"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("alert %s missing from %v", want, alerts)
 		}
@@ -419,7 +419,7 @@ metrics:
 		exprs = append(exprs, rule.Expr.String())
 	}
 	all := strings.Join(exprs, "\n")
-	for _, want := range []string{"renamed_requests_total{", "renamed_broken{", "mcs_worker_tasks_total{", "mcs_mapping_file_valid{"} {
+	for _, want := range []string{"renamed_requests_total{", "renamed_broken{", "mcs_worker_tasks_total{", "mcs_mapping_file_valid{", "mcs_queue_scrape_ok{"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("rules do not use %q:\n%s", want, all)
 		}
