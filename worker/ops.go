@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,7 +55,7 @@ func (o *Ops) Handler() http.Handler { return o.srv.Handler }
 func (o *Ops) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", o.srv.Addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("worker: ops server: %w", err)
 	}
 	o.log.Info("ops server listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)

@@ -1,0 +1,77 @@
+package worker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
+)
+
+// The kubelet restarts a worker whose /healthz fails and stops counting on one whose /readyz
+// fails: a Redis outage must fail readiness only.
+func TestOpsProbesAndMetrics(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "mcs_test_total", Help: "t"}))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := NewOps("127.0.0.1:0", srv.Client(), reg, time.Second, log).Handler()
+
+	get := func(path string) (int, string) {
+		t.Helper()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		return w.Code, w.Body.String()
+	}
+	tests := []struct {
+		path     string
+		redis    bool
+		wantCode int
+		wantBody string
+	}{
+		{"/healthz", true, http.StatusOK, "ok"},
+		{"/readyz", true, http.StatusOK, "ok"},
+		{"/metrics", true, http.StatusOK, "mcs_test_total 0"},
+		{"/healthz", false, http.StatusOK, "ok"},
+		{"/readyz", false, http.StatusServiceUnavailable, "redis unreachable"},
+	}
+	for _, tt := range tests { // in order: Redis is stopped before the first case without it
+		if !tt.redis {
+			srv.Stop()
+		}
+		code, body := get(tt.path)
+		if code != tt.wantCode || !strings.Contains(body, tt.wantBody) {
+			t.Errorf("GET %s (redis up: %v) = %d %q, want %d containing %q", tt.path, tt.redis, code, body, tt.wantCode, tt.wantBody)
+		}
+	}
+}
+
+func TestOpsRunStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	o := NewOps("127.0.0.1:0", redistest.Start(t).Client(), prometheus.NewRegistry(), time.Second, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v, want nil after the context ends", err)
+	}
+}
+
+func TestOpsRunReportsABusyAddress(t *testing.T) {
+	t.Parallel()
+	taken := httptest.NewServer(http.NotFoundHandler())
+	defer taken.Close()
+	o := NewOps(taken.Listener.Addr().String(), redistest.Start(t).Client(), prometheus.NewRegistry(), time.Second, slog.New(slog.DiscardHandler))
+	if err := o.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "worker: ops") {
+		t.Errorf("Run on a busy address = %v, want a worker: ops error", err)
+	}
+}
