@@ -55,9 +55,6 @@ type Receiver struct {
 	m       *metrics
 	now     func() time.Time
 	handler http.Handler
-
-	// connState observes connection states; tests use it to act on an in-flight request.
-	connState func(net.Conn, http.ConnState)
 }
 
 // New checks the options and builds the receiver. Every configuration problem is reported
@@ -193,7 +190,6 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 		WriteTimeout:      r.server.WriteTimeout,
 		IdleTimeout:       r.server.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
-		ConnState:         r.connState,
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
