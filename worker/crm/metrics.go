@@ -59,31 +59,23 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	var err error
-	m.Broken, err = register(reg, m.Broken)
-	if err != nil {
-		return nil, err
-	}
-	if m.BrokenTotal, err = register(reg, m.BrokenTotal); err != nil {
-		return nil, err
-	}
-	if m.TokenFetches, err = register(reg, m.TokenFetches); err != nil {
-		return nil, err
-	}
-	if m.RateLimited, err = register(reg, m.RateLimited); err != nil {
-		return nil, err
-	}
-	if m.Requests, err = register(reg, m.Requests); err != nil {
-		return nil, err
-	}
-	if m.Lookups, err = register(reg, m.Lookups); err != nil {
+	var errs [6]error
+	m.Broken, errs[0] = Register(reg, m.Broken)
+	m.BrokenTotal, errs[1] = Register(reg, m.BrokenTotal)
+	m.TokenFetches, errs[2] = Register(reg, m.TokenFetches)
+	m.RateLimited, errs[3] = Register(reg, m.RateLimited)
+	m.Requests, errs[4] = Register(reg, m.Requests)
+	m.Lookups, errs[5] = Register(reg, m.Lookups)
+	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// register registers c, or returns the collector already registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+// Register registers c on reg, or returns the collector of the same type already registered
+// under the same descriptor, so every connection (and connector package) of a process can
+// build its metrics on one registry.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
 )
 
 // Metrics are the Salesforce-only series: the org's API usage as Salesforce reports it on
@@ -34,18 +36,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, g := range []**prometheus.GaugeVec{&m.APIUsage, &m.APILimit} {
-		if err := reg.Register(*g); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, err
-			}
-			existing, ok := are.ExistingCollector.(*prometheus.GaugeVec)
-			if !ok {
-				return nil, err
-			}
-			*g = existing
-		}
+	var errUsage, errLimit error
+	m.APIUsage, errUsage = crm.Register(reg, m.APIUsage)
+	m.APILimit, errLimit = crm.Register(reg, m.APILimit)
+	if err := errors.Join(errUsage, errLimit); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
