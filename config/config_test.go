@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -236,5 +237,42 @@ func TestLoadForResolvesOnlyTheRolesSecrets(t *testing.T) {
 	}
 	if _, err := LoadFor("testdata/full.yaml", envMap(workerEnv), RoleAll); err == nil || !strings.Contains(err.Error(), "TEST_TOKEN_OLD") {
 		t.Errorf("serve needs every secret: err = %v", err)
+	}
+}
+
+// Problems are listed in the order of the config's fields, the same on every run, so an
+// admin comparing two runs (or a CI log) sees what changed.
+func TestValidateOrderIsStable(t *testing.T) {
+	cfg := Default()
+	cfg.Routes = []Route{defaultRoute()}
+	cfg.Server.ReadHeaderTimeout, cfg.Server.ReadTimeout, cfg.Server.WriteTimeout = 0, 0, 0
+	cfg.Server.IdleTimeout, cfg.Server.EnqueueTimeout, cfg.Server.ShutdownTimeout, cfg.Server.RetryAfter = 0, 0, 0, 0
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	var got []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		name, _, _ := strings.Cut(line, ":")
+		got = append(got, name)
+	}
+	want := []string{"server.read_header_timeout", "server.read_timeout", "server.write_timeout", "server.idle_timeout",
+		"server.enqueue_timeout", "server.shutdown_timeout", "server.retry_after"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("problems (-want +got):\n%s", d)
+	}
+}
+
+// A Secret handed to slog is resolved to its masked form before any handler sees it.
+func TestSecretLogValueIsMasked(t *testing.T) {
+	s := FromValue("hunter2")
+	v := slog.AnyValue(s).Resolve()
+	if v.Kind() != slog.KindString || v.String() != "***" {
+		t.Errorf("slog value %v (%s), want the masked string", v, v.Kind())
+	}
+	var buf strings.Builder
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "password", s, "in_struct", struct{ P Secret }{s})
+	if strings.Contains(buf.String(), "hunter2") {
+		t.Errorf("log holds the secret: %s", buf.String())
 	}
 }

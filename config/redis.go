@@ -9,6 +9,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// Embedded reports whether no Redis is configured, so the in-process Redis is used.
+func (r Redis) Embedded() bool {
+	return r.URL == "" && r.Sentinel.MasterName == "" && len(r.Cluster.Addrs) == 0
+}
+
 // UniversalOptions turns the Redis section into go-redis options: a URL (redis:// or
 // rediss://), a Sentinel master or a Cluster. One redis.UniversalClient built from them serves
 // asynq (NewClientFromRedisClient and friends) and our own keys alike.

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/goccy/go-yaml"
-	"github.com/goccy/go-yaml/ast"
+	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
 )
 
 // Secret is a credential named in the config file by where it lives, never by its value:
@@ -87,8 +89,9 @@ func (s Secret) String() string {
 // MarshalJSON keeps secrets out of the start-up config dump.
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
 
-// LogValue keeps secrets out of slog output.
-func (s Secret) LogValue() string { return s.String() }
+// LogValue makes Secret a slog.LogValuer, so every slog handler sees only the masked
+// form, whatever it does with structs.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 func mask(v string) string {
 	if v == "" {

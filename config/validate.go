@@ -22,40 +22,38 @@ func (c *Config) resolveSecrets(getenv func(string) string, role Role, errs *Err
 	}
 	resolve("redis.password", &c.Redis.Password)
 	resolve("redis.sentinel.password", &c.Redis.Sentinel.Password)
-	for i := range c.Routes {
-		if !role.Receiver {
-			break
-		}
-		r := &c.Routes[i]
-		p := fmt.Sprintf("routes[%d]", i)
-		for j := range r.Auth.Bearer {
-			resolve(fmt.Sprintf("%s.auth.bearer[%d]", p, j), &r.Auth.Bearer[j])
-		}
-		for j := range r.Auth.Basic {
-			resolve(fmt.Sprintf("%s.auth.basic[%d].password", p, j), &r.Auth.Basic[j].Password)
-		}
-		for j := range r.Auth.Headers {
-			resolve(fmt.Sprintf("%s.auth.headers[%d].value", p, j), &r.Auth.Headers[j].Value)
-		}
-		for j := range r.Auth.Payload {
-			resolve(fmt.Sprintf("%s.auth.payload[%d].value", p, j), &r.Auth.Payload[j].Value)
+	if role.Receiver {
+		for i := range c.Routes {
+			a := &c.Routes[i].Auth
+			p := fmt.Sprintf("routes[%d].auth", i)
+			for j := range a.Bearer {
+				resolve(fmt.Sprintf("%s.bearer[%d]", p, j), &a.Bearer[j])
+			}
+			for j := range a.Basic {
+				resolve(fmt.Sprintf("%s.basic[%d].password", p, j), &a.Basic[j].Password)
+			}
+			for j := range a.Headers {
+				resolve(fmt.Sprintf("%s.headers[%d].value", p, j), &a.Headers[j].Value)
+			}
+			for j := range a.Payload {
+				resolve(fmt.Sprintf("%s.payload[%d].value", p, j), &a.Payload[j].Value)
+			}
 		}
 	}
-	for i := range c.Connections {
-		if !role.Worker {
-			break
-		}
-		cn := &c.Connections[i]
-		p := fmt.Sprintf("connections[%d]", i)
-		if h := cn.HubSpot; h != nil {
-			resolve(p+".hubspot.private_app_token", &h.PrivateAppToken)
-			resolve(p+".hubspot.client_secret", &h.ClientSecret)
-			resolve(p+".hubspot.refresh_token", &h.RefreshToken)
-		}
-		if s := cn.Salesforce; s != nil {
-			resolve(p+".salesforce.client_secret", &s.ClientSecret)
-			resolve(p+".salesforce.private_key", &s.PrivateKey)
-			resolve(p+".salesforce.refresh_token", &s.RefreshToken)
+	if role.Worker {
+		for i := range c.Connections {
+			cn := &c.Connections[i]
+			p := fmt.Sprintf("connections[%d]", i)
+			if h := cn.HubSpot; h != nil {
+				resolve(p+".hubspot.private_app_token", &h.PrivateAppToken)
+				resolve(p+".hubspot.client_secret", &h.ClientSecret)
+				resolve(p+".hubspot.refresh_token", &h.RefreshToken)
+			}
+			if s := cn.Salesforce; s != nil {
+				resolve(p+".salesforce.client_secret", &s.ClientSecret)
+				resolve(p+".salesforce.private_key", &s.PrivateKey)
+				resolve(p+".salesforce.refresh_token", &s.RefreshToken)
+			}
 		}
 	}
 }
@@ -111,14 +109,13 @@ func (c *Config) validateServer(errs *ErrorList) {
 	if s.MaxBodyBytes < 1<<10 {
 		errs.add("server.max_body_bytes: %d is too small (at least 1024)", s.MaxBodyBytes)
 	}
-	for name, d := range map[string]time.Duration{
-		"server.read_header_timeout": s.ReadHeaderTimeout, "server.read_timeout": s.ReadTimeout,
-		"server.write_timeout": s.WriteTimeout, "server.idle_timeout": s.IdleTimeout,
-		"server.enqueue_timeout": s.EnqueueTimeout, "server.shutdown_timeout": s.ShutdownTimeout,
-		"server.retry_after": s.RetryAfter,
-	} {
-		positive(errs, name, d)
-	}
+	positive(errs, "server.read_header_timeout", s.ReadHeaderTimeout)
+	positive(errs, "server.read_timeout", s.ReadTimeout)
+	positive(errs, "server.write_timeout", s.WriteTimeout)
+	positive(errs, "server.idle_timeout", s.IdleTimeout)
+	positive(errs, "server.enqueue_timeout", s.EnqueueTimeout)
+	positive(errs, "server.shutdown_timeout", s.ShutdownTimeout)
+	positive(errs, "server.retry_after", s.RetryAfter)
 	for i, p := range s.TrustedProxies {
 		if _, _, err := net.ParseCIDR(p); err != nil {
 			errs.add("server.trusted_proxies[%d]: %q is not a CIDR", i, p)
@@ -270,8 +267,3 @@ func positive(errs *ErrorList, name string, d time.Duration) {
 }
 
 func (l *ErrorList) add(format string, a ...any) { *l = append(*l, fmt.Errorf(format, a...)) }
-
-// Embedded reports whether no Redis is configured, so the in-process Redis is used.
-func (r Redis) Embedded() bool {
-	return r.URL == "" && r.Sentinel.MasterName == "" && len(r.Cluster.Addrs) == 0
-}
