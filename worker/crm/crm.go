@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 
@@ -124,4 +125,16 @@ func ClassOf(err error) Class {
 		return Permanent
 	}
 	return Transient
+}
+
+// Snippet cuts a CRM's error text to at most n bytes for Error.Msg (the dead letter's reason
+// and the logs), on a rune boundary: CRM messages quote field values, often Japanese.
+func Snippet(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
@@ -309,5 +310,26 @@ func TestAuthTransportRevokedOnResendIsBroken(t *testing.T) {
 	}
 	if len(s.got) != 1 {
 		t.Errorf("requests sent = %d, want 1 (no token, no resend)", len(s.got))
+	}
+}
+
+func TestSnippet(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"Property values were not valid", 8, "Property…"},
+		// 大 is three bytes: a cut inside it backs off to the rune before.
+		{"値: 大項目", 6, "値: …"},
+		{"値: 大項目", 8, "値: 大…"},
+	}
+	for _, tt := range tests {
+		got := Snippet(tt.in, tt.n)
+		if got != tt.want || !utf8.ValidString(got) {
+			t.Errorf("Snippet(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		}
 	}
 }

@@ -11,6 +11,7 @@
 package hubspot
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -220,7 +221,7 @@ type errorBody struct {
 func parseError(body []byte) (code, msg string) {
 	var e errorBody
 	if json.Unmarshal(body, &e) != nil {
-		return "", truncate(string(body), 500)
+		return "", crm.Snippet(string(body), 500)
 	}
 	code = e.Category
 	if code == "" {
@@ -229,7 +230,7 @@ func parseError(body []byte) (code, msg string) {
 	if e.PolicyName != "" {
 		code += "/" + e.PolicyName
 	}
-	return code, truncate(e.Message, 2000)
+	return code, crm.Snippet(e.Message, 2000)
 }
 
 // adjust applies what only HubSpot's bodies say.
@@ -245,13 +246,6 @@ func adjust(e *crm.Error, body []byte, static bool) {
 		// The daily allowance resets at midnight in the account's time zone.
 		e.After = max(e.After, 30*time.Minute)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // Deliver writes the record as one HubSpot call (see the package comment).
@@ -413,7 +407,7 @@ func (c *Connector) upsertUnique(ctx context.Context, rec *mappers.Record, props
 		// 207 Multi-Status: our single input failed.
 		e := &crm.Error{Op: "hubspot: upsert call", Status: http.StatusMultiStatus, Class: crm.Transient}
 		if len(out.Errors) > 0 {
-			e.Code, e.Msg = out.Errors[0].Category, truncate(out.Errors[0].Message, 2000)
+			e.Code, e.Msg = out.Errors[0].Category, crm.Snippet(out.Errors[0].Message, 2000)
 			if e.Code == "VALIDATION_ERROR" || e.Code == "CONFLICT" {
 				e.Class = crm.Permanent
 			}
@@ -426,7 +420,7 @@ func (c *Connector) upsertUnique(ctx context.Context, rec *mappers.Record, props
 			return "", false, err
 		}
 	}
-	if err := c.ids.Put(ctx, "calls", rec.ExternalID.Value, crm.IDEntry{ID: id, Contact: firstNonEmpty(contact, entry.Contact)}); err != nil {
+	if err := c.ids.Put(ctx, "calls", rec.ExternalID.Value, crm.IDEntry{ID: id, Contact: cmp.Or(contact, entry.Contact)}); err != nil {
 		c.log.Warn("hubspot: could not record the call id; the next event re-sends create-only fields", "error", err.Error())
 	}
 	return id, created, nil
@@ -475,11 +469,4 @@ func (c *Connector) upsertMapped(ctx context.Context, rec *mappers.Record, props
 			return out.ID, nil
 		},
 	})
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

@@ -36,7 +36,7 @@ func decodeErrors(body []byte) []apiError {
 func parseError(body []byte) (code, msg string) {
 	errs := decodeErrors(body)
 	if len(errs) == 0 {
-		return "", strings.TrimSpace(string(truncate(body, 300)))
+		return "", crm.Snippet(strings.TrimSpace(string(body[:min(len(body), 1024)])), 300)
 	}
 	parts := make([]string, 0, len(errs))
 	for _, e := range errs {
@@ -50,13 +50,6 @@ func parseError(body []byte) (code, msg string) {
 		parts = append(parts, m)
 	}
 	return errs[0].ErrorCode, strings.Join(parts, "; ")
-}
-
-func truncate(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[:n]
-	}
-	return b
 }
 
 // hasCode reports whether a Salesforce error body names code.
