@@ -215,7 +215,7 @@ func (s *SharedToken) Token(ctx context.Context) (*oauth2.Token, error) {
 			return nil, s.redisErr(err)
 		}
 		if ok {
-			return s.refreshLocked(ctx, owner)
+			return s.refreshLocked(owner)
 		}
 		// Another replica is refreshing: poll its result.
 		t := time.NewTimer(wait)
@@ -229,8 +229,9 @@ func (s *SharedToken) Token(ctx context.Context) (*oauth2.Token, error) {
 	}
 }
 
-// refreshLocked runs with the refresh lock held.
-func (s *SharedToken) refreshLocked(ctx context.Context, owner string) (*oauth2.Token, error) {
+// refreshLocked runs with the refresh lock held. It takes no caller context on purpose (see
+// below): once the lock is taken, the refresh runs to its end.
+func (s *SharedToken) refreshLocked(owner string) (*oauth2.Token, error) {
 	// Everything below uses the long-lived context so a cancelled task cannot cut a refresh
 	// between the endpoint's answer and the write of a rotated refresh token.
 	fctx, cancel := context.WithTimeout(s.base, s.o.FetchTimeout)
