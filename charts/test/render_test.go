@@ -258,5 +258,7 @@ func ciValuesFiles(t *testing.T) []string {
 func TestMain(m *testing.M) {
 	// Helm's engine reads no environment, but a developer's HELM_* settings must not matter.
 	os.Unsetenv("HELM_NAMESPACE")
-	os.Exit(m.Run())
+	code := m.Run()
+	removeServiceBinary()
+	os.Exit(code)
 }
