@@ -17,24 +17,21 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker"
 )
 
-// role says which long-running parts a process runs.
-type role struct{ receiver, worker bool }
-
 func runServe(ctx context.Context, env *environment, args []string) error {
-	return runProcess(ctx, env, args, "serve", role{receiver: true, worker: true},
+	return runProcess(ctx, env, args, "serve", config.RoleAll,
 		"Runs the webhook receiver and the CRM worker in one process. With no --config it runs the\n"+
 			"embedded default: port 8080, one open route /webhooks/miitel/default, an in-process Redis\n"+
 			"(nothing is durable) and a dry-run CRM connector that logs the requests it would send.")
 }
 
 func runReceiver(ctx context.Context, env *environment, args []string) error {
-	return runProcess(ctx, env, args, "receiver", role{receiver: true},
+	return runProcess(ctx, env, args, "receiver", config.Role{Receiver: true},
 		"Runs only the webhook receiver: answers MiiTel's challenge and queues every call detail\n"+
 			"in Redis. Scale it separately from the worker; both must name the same Redis.")
 }
 
 func runWorker(ctx context.Context, env *environment, args []string) error {
-	return runProcess(ctx, env, args, "worker", role{worker: true},
+	return runProcess(ctx, env, args, "worker", config.Role{Worker: true},
 		"Runs only the CRM worker: takes queued call events from Redis, renders the route's mapping\n"+
 			"and upserts the activity into the CRM. Serves /healthz, /readyz and /metrics on\n"+
 			"worker.metrics_listen (default :9090).")
@@ -50,14 +47,16 @@ func configFlag(env *environment, fs interface {
 }
 
 // runProcess is main's run for the long-running subcommands: load config, build the logger,
-// open Redis, start the parts under one context and wait for all of them to stop.
-func runProcess(ctx context.Context, env *environment, args []string, name string, r role, description string) error {
+// open Redis, build the role's parts, then run them under one context and wait for all of
+// them to stop. Every part is built before any starts, so one that cannot be built leaves
+// nothing running (a receiver listening while the process reports a failed start).
+func runProcess(ctx context.Context, env *environment, args []string, name string, role config.Role, description string) error {
 	fs := newFlagSet(env, name, "[--config FILE]", description)
 	cfgPath := configFlag(env, fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.LoadFor(*cfgPath, env.getenv, config.Role{Receiver: r.receiver, Worker: r.worker})
+	cfg, err := config.LoadFor(*cfgPath, env.getenv, role)
 	if err != nil {
 		return usageError{err}
 	}
@@ -73,8 +72,13 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	// Connectors fetch OAuth tokens on ctx while they are built; cancelled on return, it
+	// also stops them when a later part fails to build.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
-	if r.receiver {
+	var parts []func() error
+	if role.Receiver {
 		rcv, err := receiver.New(receiver.Options{
 			Routes: cfg.Routes, Server: cfg.Server, Queue: cfg.Queue, Redis: rdb,
 			Logger: log.With("component", "receiver"), Registerer: reg, Gatherer: reg,
@@ -82,16 +86,16 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 		if err != nil {
 			return usageError{err}
 		}
-		g.Go(func() error { return rcv.Run(ctx) })
+		parts = append(parts, func() error { return rcv.Run(ctx) })
 	}
-	if r.worker {
+	if role.Worker {
 		reg.MustRegister(worker.NewQueueCollector(rdb, cfg.Queue.Name))
 		d, err := newDelivery(ctx, cfg, rdb, log, reg, env.stdout)
 		if err != nil {
 			return err
 		}
 		for _, s := range d.watchers {
-			g.Go(func() error { return s.Run(ctx) })
+			parts = append(parts, func() error { return s.Run(ctx) })
 		}
 		w, err := worker.New(worker.Options{
 			Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: d.proc,
@@ -100,11 +104,14 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return w.Run(ctx) })
-		if !r.receiver { // the receiver already serves health and metrics in `serve`
+		parts = append(parts, func() error { return w.Run(ctx) })
+		if !role.Receiver { // the receiver already serves health and metrics in `serve`
 			ops := worker.NewOps(cfg.Worker.MetricsListen, rdb, reg, cfg.Worker.ShutdownTimeout, log)
-			g.Go(func() error { return ops.Run(ctx) })
+			parts = append(parts, func() error { return ops.Run(ctx) })
 		}
+	}
+	for _, run := range parts {
+		g.Go(run)
 	}
 	err = g.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -136,12 +143,24 @@ func openRedis(c config.Redis, log *slog.Logger) (redis.UniversalClient, func(),
 		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 		return rdb, func() { _ = rdb.Close(); mr.Close() }, nil
 	}
+	rdb, err := dialRedis(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rdb, func() { _ = rdb.Close() }, nil
+}
+
+// dialRedis is a client of the configured Redis. The admin commands (replay, oauth) call it
+// directly: an embedded Redis would be a new, empty one, not the one a serve process uses.
+func dialRedis(c config.Redis) (redis.UniversalClient, error) {
+	if c.Embedded() {
+		return nil, usagef("no Redis configured (redis.url, redis.sentinel or redis.cluster): the embedded in-process Redis belongs to a running serve process")
+	}
 	o, err := c.UniversalOptions()
 	if err != nil {
-		return nil, nil, usageError{err}
+		return nil, usageError{err}
 	}
-	rdb := redis.NewUniversalClient(o)
-	return rdb, func() { _ = rdb.Close() }, nil
+	return redis.NewUniversalClient(o), nil
 }
 
 func runConfig(_ context.Context, env *environment, args []string) error {
