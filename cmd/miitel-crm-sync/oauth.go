@@ -5,15 +5,15 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"github.com/hibiken/asynq"
 	"html"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/hibiken/asynq"
 	"golang.org/x/oauth2"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -70,7 +70,8 @@ func runOAuth(ctx context.Context, env *environment, args []string) error {
 		return usagef("oauth: --pkce must be auto, on or off")
 	}
 
-	cfg, err := config.Load(*cfgPath, env.getenv)
+	// The worker's secrets (the app's client secret) and Redis's, not the webhook credentials.
+	cfg, err := config.LoadFor(*cfgPath, env.getenv, config.Role{Worker: true})
 	if err != nil {
 		return usageError{err}
 	}
@@ -82,9 +83,11 @@ func runOAuth(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Redis.Embedded() {
-		return usagef("oauth: no Redis configured: the refresh token is stored in the Redis the workers use")
+	rdb, err := dialRedis(cfg.Redis) // the refresh token goes into the Redis the workers use
+	if err != nil {
+		return fmt.Errorf("oauth: %w", err)
 	}
+	defer rdb.Close()
 
 	ln, redirect, err := redirectListener(oc.RedirectURL, *listen)
 	if err != nil {
@@ -92,13 +95,6 @@ func runOAuth(ctx context.Context, env *environment, args []string) error {
 	}
 	defer ln.Close()
 	oc.RedirectURL = redirect.String()
-
-	ro, err := cfg.Redis.UniversalOptions()
-	if err != nil {
-		return usageError{err}
-	}
-	rdb := redis.NewUniversalClient(ro)
-	defer rdb.Close()
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -132,7 +128,15 @@ func runOAuth(ctx context.Context, env *environment, args []string) error {
 	fmt.Fprintf(env.stdout, "\nConnected %s%s. The refresh token for connection %q is stored in Redis; the workers use it from their next request.\n", vendor, where, conn.Name)
 	// Calls parked while the connection was broken wait minutes for their next attempt; run
 	// them now. Other retrying calls only come forward, which the CRM upsert makes harmless.
-	if n, err := asynq.NewInspectorFromRedisClient(rdb).RunAllRetryTasks(cfg.Queue.Name); err == nil && n > 0 {
+	// The connection is fixed either way: a failure here only means they wait their turn.
+	in := asynq.NewInspectorFromRedisClient(rdb)
+	if queues, err := in.Queues(); err == nil && !slices.Contains(queues, cfg.Queue.Name) {
+		return nil // no call was ever queued: none waits
+	}
+	switch n, err := in.RunAllRetryTasks(cfg.Queue.Name); {
+	case err != nil:
+		fmt.Fprintf(env.stdout, "Waiting calls could not be queued now (%v); they are delivered at their next attempt.\n", err)
+	case n > 0:
 		fmt.Fprintf(env.stdout, "%d waiting call(s) queued for delivery now.\n", n)
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
@@ -39,18 +38,15 @@ func runReplay(ctx context.Context, env *environment, args []string) error {
 		fs.Usage()
 		return usagef("replay: a subcommand is required")
 	}
-	cfg, err := config.Load(*cfgPath, env.getenv)
+	// Only Redis's secrets: an operator replaying calls needs no webhook or CRM credential.
+	cfg, err := config.LoadFor(*cfgPath, env.getenv, config.Role{})
 	if err != nil {
 		return usageError{err}
 	}
-	if cfg.Redis.Embedded() {
-		return usagef("replay: no Redis configured (the embedded in-process Redis belongs to a running serve process)")
-	}
-	o, err := cfg.Redis.UniversalOptions()
+	rdb, err := dialRedis(cfg.Redis)
 	if err != nil {
-		return usageError{err}
+		return fmt.Errorf("replay: %w", err)
 	}
-	rdb := redis.NewUniversalClient(o)
 	defer rdb.Close()
 	r := replayer{in: asynq.NewInspectorFromRedisClient(rdb), queue: cfg.Queue.Name, out: env.stdout}
 	sub, rest := fs.Arg(0), fs.Args()[1:]
@@ -160,14 +156,9 @@ func (r replayer) show(id string) error {
 
 func (r replayer) run(ids []string, all bool, route string) error {
 	if all {
-		ts, err := r.in.ListArchivedTasks(r.queue, asynq.PageSize(10000))
-		if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
-			return fmt.Errorf("replay: list: %w", err)
-		}
-		for _, t := range ts {
-			if route == "" || summarize(t).Route == route {
-				ids = append(ids, t.ID)
-			}
+		var err error
+		if ids, err = r.archivedIDs(route); err != nil {
+			return err
 		}
 	}
 	var failed int
@@ -184,6 +175,34 @@ func (r replayer) run(ids []string, all bool, route string) error {
 		return fmt.Errorf("replay: %d task(s) could not be queued again", failed)
 	}
 	return nil
+}
+
+// archivePageSize is how many dead-lettered tasks archivedIDs holds at once: each carries
+// its payload, transcript included, and the archive holds up to 10,000 (asynq's cap).
+const archivePageSize = 500
+
+// archivedIDs lists the ids of every dead-lettered task of route ("" = every route), a page
+// at a time. All ids are collected before any task is run, since running one takes it out
+// of the archive and would shift the pages.
+func (r replayer) archivedIDs(route string) ([]string, error) {
+	var ids []string
+	for page := 1; ; page++ {
+		ts, err := r.in.ListArchivedTasks(r.queue, asynq.PageSize(archivePageSize), asynq.Page(page))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return ids, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("replay: list: %w", err)
+		}
+		for _, t := range ts {
+			if route == "" || summarize(t).Route == route {
+				ids = append(ids, t.ID)
+			}
+		}
+		if len(ts) < archivePageSize {
+			return ids, nil
+		}
+	}
 }
 
 func (r replayer) delete(ids []string) error {

@@ -39,7 +39,11 @@ func writeConfig(t *testing.T, yaml string) string {
 func TestReplayListsShowsAndRequeuesDeadLetters(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client()
-	cfg := writeConfig(t, fmt.Sprintf("redis: {url: %q}\nroutes: [{name: sales, auth: {insecure: true}}]\n", srv.URL()))
+	// The webhook and CRM secrets are not in the environment: replay needs only Redis.
+	cfg := writeConfig(t, fmt.Sprintf(`redis: {url: %q}
+routes: [{name: sales, connection: hs, auth: {bearer: [{env: ROUTE_TOKEN}]}}]
+connections: [{name: hs, type: hubspot, hubspot: {private_app_token: {env: HUBSPOT_TOKEN}}}]
+`, srv.URL()))
 
 	// A dead-lettered task as the worker leaves it: archived with the failure reason.
 	ev := &miitel.Event{Route: "sales", CallID: "call-1", Detail: miitel.Detail{ID: "detail-1"}, Kind: miitel.KindAnalysis, DedupeKey: "dk1"}
@@ -100,5 +104,41 @@ func TestReplayUsageErrors(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, nil, "replay", "list"); code != 2 || !strings.Contains(stderr, "no Redis configured") {
 		t.Errorf("replay without redis: exit %d\n%s", code, stderr)
+	}
+}
+
+// run --all collects every dead-lettered call of the route, over several pages of the
+// archive, before it runs any.
+func TestReplayRunAllPagesThroughTheArchive(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	cfg := writeConfig(t, fmt.Sprintf("redis: {url: %q}\nroutes: [{name: sales, auth: {insecure: true}}, {name: other, auth: {insecure: true}}]\n", srv.URL()))
+	c := asynq.NewClientFromRedisClient(rdb)
+	const sales, other = archivePageSize + 3, 5
+	for i := range sales + other {
+		route := "sales"
+		if i < other {
+			route = "other"
+		}
+		ev := &miitel.Event{Route: route, CallID: "c", Detail: miitel.Detail{ID: fmt.Sprint(i)}, Kind: miitel.KindAnalysis, DedupeKey: fmt.Sprint("dk", i)}
+		task, err := tasks.NewCallEvent(ev, asynq.Queue("miitel"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Enqueue(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := asynq.NewInspectorFromRedisClient(rdb)
+	if n, err := in.ArchiveAllPendingTasks("miitel"); err != nil || n != sales+other {
+		t.Fatalf("archived %d, %v", n, err)
+	}
+	code, out, stderr := runCLI(t, nil, "replay", "--config", cfg, "run", "--all", "--route", "sales")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d queued again, 0 failed", sales)) {
+		t.Fatalf("run --all --route sales: exit %d\n%s\n%s", code, tail(out, 300), stderr)
+	}
+	qi, err := in.GetQueueInfo("miitel")
+	if err != nil || qi.Pending != sales || qi.Archived != other {
+		t.Errorf("after the run: %+v %v; want %d pending and the other route's %d still archived", qi, err, sales, other)
 	}
 }
