@@ -258,7 +258,5 @@ func ciValuesFiles(t *testing.T) []string {
 func TestMain(m *testing.M) {
 	// Helm's engine reads no environment, but a developer's HELM_* settings must not matter.
 	os.Unsetenv("HELM_NAMESPACE")
-	code := m.Run()
-	removeServiceBinary()
-	os.Exit(code)
+	os.Exit(m.Run())
 }

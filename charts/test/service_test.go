@@ -2,11 +2,16 @@ package charttest
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
-	"sync"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -16,41 +21,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-var serviceBin struct {
-	once      sync.Once
-	dir, path string
-	err       error
-	out       []byte
-}
-
-// serviceBinary builds the service once per test run (as `make build` does) and returns its
-// path; -short skips the tests that need it.
+// serviceBinary builds the service as `make build` does; -short skips the tests that need it.
 func serviceBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: not building the service binary")
 	}
-	b := &serviceBin
-	b.once.Do(func() {
-		if b.dir, b.err = os.MkdirTemp("", "charttest-bin-"); b.err != nil {
-			return
-		}
-		b.path = filepath.Join(b.dir, "miitel-crm-sync")
-		build := exec.Command("go", "build", "-o", b.path, parseMakefile(t).pkg)
-		build.Dir = repoRoot
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		b.out, b.err = build.CombinedOutput()
-	})
-	if b.err != nil {
-		t.Fatalf("build the service: %v\n%s", b.err, b.out)
+	bin := filepath.Join(t.TempDir(), "miitel-crm-sync")
+	build := exec.Command("go", "build", "-o", bin, parseMakefile(t).pkg)
+	build.Dir = repoRoot
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the service: %v\n%s", err, out)
 	}
-	return b.path
-}
-
-func removeServiceBinary() {
-	if serviceBin.dir != "" {
-		os.RemoveAll(serviceBin.dir)
-	}
+	return bin
 }
 
 // chartOwnedConfig are the config.yaml keys the chart sets from other values (docs/helm.md
@@ -61,58 +45,114 @@ var chartOwnedConfig = map[string][]string{
 	"worker": {"metrics_listen", "shutdown_timeout", "hot_reload"},
 }
 
-// TestSchemaOffersEveryConfigKey: each key of the service's log, server, redis, queue and
-// worker sections is either passed through by values.schema.json under config.<section> or
-// set by the chart, and the schema offers no key the service does not have. Without it a
-// setting added to the service (worker.poll_interval was one) is refused by `helm install`.
-func TestSchemaOffersEveryConfigKey(t *testing.T) {
-	cmd := exec.Command(serviceBinary(t), "config") // the embedded defaults
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")} // no MCS_* setting of the developer's
-	out, err := cmd.Output()
+// configStructs reads the yaml keys of every struct type declared in the service's
+// config/config.go (through testdata/, see chartDir): type name -> key -> field type.
+func configStructs(t *testing.T) map[string]map[string]ast.Expr {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "testdata/config.go", nil, 0)
 	if err != nil {
-		t.Fatalf("miitel-crm-sync config: %v", err)
+		t.Fatal(err)
 	}
-	var service struct{ Log, Server, Redis, Queue, Worker map[string]any }
-	if err := json.Unmarshal(out, &service); err != nil {
-		t.Fatalf("config output: %v", err)
+	out := map[string]map[string]ast.Expr{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		ts, ok := n.(*ast.TypeSpec)
+		if !ok {
+			return true
+		}
+		st, ok := ts.Type.(*ast.StructType)
+		if !ok {
+			return false
+		}
+		keys := map[string]ast.Expr{}
+		for _, fl := range st.Fields.List {
+			if fl.Tag == nil {
+				continue
+			}
+			tag, _ := strconv.Unquote(fl.Tag.Value)
+			name, _, _ := strings.Cut(reflect.StructTag(tag).Get("yaml"), ",")
+			if name != "" && name != "-" {
+				keys[name] = fl.Type
+			}
+		}
+		out[ts.Name.Name] = keys
+		return false
+	})
+	if len(out) < 10 {
+		t.Fatalf("found only %d struct types in config/config.go", len(out))
 	}
-	sections := map[string]map[string]any{"log": service.Log, "server": service.Server,
-		"redis": service.Redis, "queue": service.Queue, "worker": service.Worker}
+	return out
+}
+
+// TestSchemaOffersEveryConfigKey: every key of the service's config (config/config.go) is
+// offered by values.schema.json where the chart passes it through (config.log, .server,
+// .redis, .queue, .worker, routes[], connections[], recursively) or is set by the chart, and
+// the schema offers no key the service does not have. The schema refuses unknown keys, so
+// without this a setting added to the service (worker.poll_interval, salesforce.audience
+// were such) is refused by `helm install`.
+func TestSchemaOffersEveryConfigKey(t *testing.T) {
+	structs := configStructs(t)
 	raw, err := os.ReadFile(filepath.Join(chartDir, chartutil.SchemafileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var schema struct {
-		Properties struct {
-			Config struct {
-				Properties map[string]struct {
-					Properties map[string]any `json:"properties"`
-				} `json:"properties"`
-			} `json:"config"`
-		} `json:"properties"`
-	}
+	var schema map[string]any
 	if err := json.Unmarshal(raw, &schema); err != nil {
 		t.Fatal(err)
 	}
-	for section, keys := range sections {
-		if len(keys) == 0 {
-			t.Fatalf("the service's config output has no %s section:\n%s", section, out)
+	// resolve follows a "$ref": "#/definitions/X".
+	resolve := func(node any) map[string]any {
+		m, _ := node.(map[string]any)
+		if ref, ok := m["$ref"].(string); ok {
+			name := strings.TrimPrefix(ref, "#/definitions/")
+			m, _ = schema["definitions"].(map[string]any)[name].(map[string]any)
 		}
+		return m
+	}
+	props := func(node map[string]any) map[string]any {
+		p, _ := node["properties"].(map[string]any)
+		return p
+	}
+
+	var compare func(path, typeName string, node map[string]any, owned []string)
+	compare = func(path, typeName string, node map[string]any, owned []string) {
+		fields := structs[typeName]
 		var want, got []string
-		for k := range keys {
-			if !slices.Contains(chartOwnedConfig[section], k) {
+		for k := range fields {
+			if !slices.Contains(owned, k) {
 				want = append(want, k)
 			}
 		}
-		for k := range schema.Properties.Config.Properties[section].Properties {
+		for k := range props(node) {
 			got = append(got, k)
 		}
 		slices.Sort(want)
 		slices.Sort(got)
 		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("values.schema.json config.%s vs the service's %s keys not set by the chart (-service +schema):\n%s", section, section, diff)
+			t.Errorf("values.schema.json %s vs the service's %s keys (-service +schema):\n%s", path, typeName, diff)
+		}
+		for k, typ := range fields {
+			child := resolve(props(node)[k])
+			if child == nil {
+				continue
+			}
+			if arr, ok := typ.(*ast.ArrayType); ok {
+				typ, child = arr.Elt, resolve(child["items"])
+			}
+			if star, ok := typ.(*ast.StarExpr); ok {
+				typ = star.X
+			}
+			if id, ok := typ.(*ast.Ident); ok && structs[id.Name] != nil {
+				compare(path+"."+k, id.Name, child, nil)
+			}
 		}
 	}
+	top := props(schema)
+	config := props(resolve(top["config"]))
+	for section, typeName := range map[string]string{"log": "Log", "server": "Server", "redis": "Redis", "queue": "Queue", "worker": "Worker"} {
+		compare("config."+section, typeName, resolve(config[section]), chartOwnedConfig[section])
+	}
+	compare("routes[]", "Route", resolve(resolve(top["routes"])["items"]), nil)
+	compare("connections[]", "Connection", resolve(resolve(top["connections"])["items"]), nil)
 }
 
 // TestRenderedConfigLoadsInTheService hands every rendered config.yaml, with the pods'
