@@ -151,7 +151,8 @@ func parseSendFlags(env *environment, args []string) (*sendOptions, error) {
 		if err != nil {
 			return nil, usagef("%v", err)
 		}
-		if len(o.payload) > 0 {
+		if len(o.payload) > 0 || o.unique {
+			// Both add top-level keys: --payload here, once, --unique per request (withKey).
 			if b, err = mergePayload(b, o.payload); err != nil {
 				return nil, usagef("%s: %v", f, err)
 			}
@@ -180,11 +181,12 @@ func parseRate(s string) (rate.Limit, error) {
 }
 
 // mergePayload adds additional payload keys at the top level of a JSON object body, as
-// MiiTel merges an admin's additional payload into every request.
+// MiiTel merges an admin's additional payload into every request. The result is compact
+// JSON ending in the object's closing brace, which withKey relies on.
 func mergePayload(body []byte, payload map[string]string) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil || top == nil {
-		return nil, errors.New("--payload needs a JSON object body")
+		return nil, errors.New("--payload and --unique need a JSON object body")
 	}
 	for k, v := range payload {
 		b, err := json.Marshal(v)
@@ -194,6 +196,20 @@ func mergePayload(body []byte, payload map[string]string) ([]byte, error) {
 		top[k] = b
 	}
 	return json.Marshal(top)
+}
+
+// withKey returns obj, a compact JSON object as mergePayload leaves it, with one more
+// string member. It splices instead of decoding: --unique adds a key to every request of a
+// load test, and decoding and re-encoding a body with a long transcript each time would
+// make the sender, not the receiver, the bottleneck. key and value need no JSON escaping.
+func withKey(obj []byte, key, value string) []byte {
+	b := make([]byte, 0, len(obj)+len(key)+len(value)+6)
+	b = append(b, obj[:len(obj)-1]...) // without the closing brace
+	if len(obj) > 2 {                  // not {}
+		b = append(b, ',')
+	}
+	b = append(append(append(append(append(b, '"'), key...), `":"`...), value...), `"}`...)
+	return b
 }
 
 // newMiiTelClient speaks HTTP/1.1 only, like MiiTel, with one idle connection per worker.
@@ -311,10 +327,7 @@ func (s *sender) sendOne(ctx context.Context, i int) sendResult {
 		body = o.bodies[i%len(o.bodies)]
 		name = filepath.Base(o.files[i%len(o.files)])
 		if o.unique {
-			var err error
-			if body, err = mergePayload(body, map[string]string{"mcs_send_seq": s.runID + "-" + strconv.Itoa(i)}); err != nil {
-				return sendResult{name: name, class: classFailed, detail: err.Error()}
-			}
+			body = withKey(body, "mcs_send_seq", s.runID+"-"+strconv.Itoa(i))
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.url, bytes.NewReader(body))
@@ -365,7 +378,7 @@ func excerpt(b []byte) string {
 	const n = 300
 	s := strings.TrimSpace(string(b))
 	if len(s) > n {
-		s = s[:n] + "..."
+		s = strings.ToValidUTF8(s[:n], "") + "..." // drop a rune cut in half
 	}
 	return s
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -15,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
@@ -29,15 +28,6 @@ import (
 const sampleDir = "../../receiver/testdata/samples"
 
 var seedSample = filepath.Join(sampleDir, "call_analysis_completed_seed_sample.json")
-
-// sendCLI runs the binary's entry point in-process.
-func sendCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	env := &environment{stdout: &out, stderr: &errb, stdin: strings.NewReader(""), getenv: func(string) string { return "" }}
-	code = run(context.Background(), env, args)
-	return code, out.String(), errb.String()
-}
 
 // seenRequest is what the fake MiiTel receiver saw of one request.
 type seenRequest struct {
@@ -99,18 +89,50 @@ func TestSendUsageErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
-			code, _, stderr := sendCLI(t, append([]string{"send"}, tc.args...)...)
+			code, _, stderr := runCLI(t, nil, append([]string{"send"}, tc.args...)...)
 			if code != exitUsage || !strings.Contains(stderr, tc.want) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, stderr, tc.want)
 			}
 		})
 	}
 	t.Run("--help", func(t *testing.T) {
-		code, _, stderr := sendCLI(t, "send", "--help")
+		code, _, stderr := runCLI(t, nil, "send", "--help")
 		if code != exitOK || !strings.Contains(stderr, "MiiTel-Webhook/v1") || !strings.Contains(stderr, "-concurrency") {
 			t.Errorf("exit %d, help %q", code, stderr)
 		}
 	})
+}
+
+// withKey appends a member to what mergePayload leaves, without decoding it: the result
+// is the same object with one more key, and that key wins over one of the same name.
+func TestWithKey(t *testing.T) {
+	for _, in := range []string{`{}`, `{"call":{"id":"c"},"params_key":"k"}`, `{"mcs_send_seq":"from-the-file"}`} {
+		merged, err := mergePayload([]byte(in), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, want map[string]any
+		if err := json.Unmarshal(withKey(merged, "mcs_send_seq", "run-7"), &got); err != nil {
+			t.Fatalf("%s: not JSON: %v", in, err)
+		}
+		_ = json.Unmarshal([]byte(in), &want)
+		want["mcs_send_seq"] = "run-7"
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("%s (-want +got):\n%s", in, d)
+		}
+	}
+}
+
+// An answer's excerpt is cut on a rune boundary: a Japanese message stays valid UTF-8.
+func TestExcerptKeepsRunesWhole(t *testing.T) {
+	got := excerpt([]byte(strings.Repeat("あ", 200))) // 600 bytes, cut at 300 = 100 runes
+	if !utf8.ValidString(got) || got != strings.Repeat("あ", 100)+"..." {
+		t.Errorf("excerpt = %q", got)
+	}
+	got = excerpt([]byte("x" + strings.Repeat("あ", 200))) // the cut falls inside a rune
+	if !utf8.ValidString(got) || got != "x"+strings.Repeat("あ", 99)+"..." {
+		t.Errorf("excerpt = %q", got)
+	}
 }
 
 func TestParseRate(t *testing.T) {
@@ -146,7 +168,7 @@ func TestPercentile(t *testing.T) {
 // admin's additional headers, the file body with the additional payload merged in.
 func TestSendLikeMiiTel(t *testing.T) {
 	srv, seen := fakeReceiver(t, ok200)
-	code, stdout, stderr := sendCLI(t, "send", "--url", srv.URL+"/webhooks/miitel/x",
+	code, stdout, stderr := runCLI(t, nil, "send", "--url", srv.URL+"/webhooks/miitel/x",
 		"--header", "Authorization: Bearer tok", "--header", "X-Custom:v1", "--payload", "params_key=k2", "--payload", "team=sales",
 		seedSample, filepath.Join(sampleDir, "call_analysis_completed_sample2.json"))
 	if code != exitOK {
@@ -192,7 +214,7 @@ func TestSendChallenge(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, seen := fakeReceiver(t, tc.respond)
-			code, stdout, stderr := sendCLI(t, "send", "--url", srv.URL, "--challenge", "--payload", "params_key=z&aH+&Kz8saC")
+			code, stdout, stderr := runCLI(t, nil, "send", "--url", srv.URL, "--challenge", "--payload", "params_key=z&aH+&Kz8saC")
 			if code != tc.wantCode || !strings.Contains(stdout, tc.wantOut) {
 				t.Errorf("exit %d (want %d), stdout %q, stderr %q; want %q", code, tc.wantCode, stdout, stderr, tc.wantOut)
 			}
@@ -219,7 +241,7 @@ func TestSendRepeated(t *testing.T) {
 		}
 		return 200, "application/json", `{}`
 	})
-	code, stdout, _ := sendCLI(t, "send", "--url", srv.URL, "--count", "30", "--concurrency", "4", "--rate", "10000/s", "--unique",
+	code, stdout, _ := runCLI(t, nil, "send", "--url", srv.URL, "--count", "30", "--concurrency", "4", "--rate", "10000/s", "--unique",
 		seedSample, filepath.Join(sampleDir, "call_summarization_completed_sample1.json"))
 	if code != exitFailure {
 		t.Errorf("exit %d, want 1", code)
@@ -243,7 +265,7 @@ func TestSendRepeated(t *testing.T) {
 // TestSendDuration keeps sending until the duration is over.
 func TestSendDuration(t *testing.T) {
 	srv, seen := fakeReceiver(t, ok200)
-	code, stdout, _ := sendCLI(t, "send", "--url", srv.URL, "--duration", "300ms", "--concurrency", "2", seedSample)
+	code, stdout, _ := runCLI(t, nil, "send", "--url", srv.URL, "--duration", "300ms", "--concurrency", "2", seedSample)
 	if code != exitOK || len(seen()) == 0 || !strings.Contains(stdout, "rejected 0, failed 0") {
 		t.Errorf("exit %d after %d requests: %s", code, len(seen()), stdout)
 	}
@@ -253,7 +275,7 @@ func TestSendNetworkFailure(t *testing.T) {
 	srv, _ := fakeReceiver(t, ok200)
 	url := srv.URL
 	srv.Close()
-	code, stdout, _ := sendCLI(t, "send", "--url", url, seedSample)
+	code, stdout, _ := runCLI(t, nil, "send", "--url", url, seedSample)
 	if code != exitFailure || !strings.Contains(stdout, "no response") || !strings.Contains(stdout, "failed 1") {
 		t.Errorf("exit %d: %s", code, stdout)
 	}
@@ -295,7 +317,7 @@ func TestSendToRealReceiver(t *testing.T) {
 		{[]string{"--url", srv.URL + "/webhooks/miitel/seed", "--unique", "--count", "4", seedSample}, exitOK, "accepted 4"},
 	}
 	for _, st := range steps {
-		code, stdout, stderr := sendCLI(t, append([]string{"send"}, st.args...)...)
+		code, stdout, stderr := runCLI(t, nil, append([]string{"send"}, st.args...)...)
 		if code != st.wantCode || !strings.Contains(stdout, st.wantOut) {
 			t.Errorf("send %v: exit %d (want %d)\nstdout %s\nstderr %s\nwant %q", st.args, code, st.wantCode, stdout, stderr, st.wantOut)
 		}
