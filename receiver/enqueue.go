@@ -108,7 +108,7 @@ func (r *Receiver) enqueueOne(ctx context.Context, route string, ev *miitel.Even
 	}
 	task, err := tasks.NewCallEvent(ev,
 		asynq.Queue(r.queue.Name),
-		asynq.MaxRetry(r.queue.MaxRetry),
+		tasks.MaxRetry(r.queue.MaxRetry),
 		asynq.Timeout(r.queue.TaskTimeout),
 	)
 	if err != nil {
