@@ -15,19 +15,21 @@ import (
 // additional-payload key. It serves `mapping preview` and tests; the receiver additionally
 // removes the payload keys it authenticated with.
 func Events(route string, body []byte, received time.Time) ([]*miitel.Event, error) {
-	var w miitel.Webhook
-	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, fmt.Errorf("mappers: payload: %w", err)
-	}
-	if w.Call == nil {
-		if w.Challenge != nil {
-			return nil, errors.New("mappers: payload: a challenge request (webhook setup), not a call")
-		}
-		return nil, errors.New(`mappers: payload: no "call" object: not a MiiTel call history request`)
-	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
 		return nil, fmt.Errorf("mappers: payload: %w", err)
+	}
+	var call *miitel.Call
+	if raw, ok := top["call"]; ok {
+		if err := json.Unmarshal(raw, &call); err != nil {
+			return nil, fmt.Errorf("mappers: payload: call: %w", err)
+		}
+	}
+	if call == nil { // absent or null
+		if _, ok := top["challenge"]; ok {
+			return nil, errors.New("mappers: payload: a challenge request (webhook setup), not a call")
+		}
+		return nil, errors.New(`mappers: payload: no "call" object: not a MiiTel call history request`)
 	}
 	var payload map[string]any
 	for k, raw := range top {
@@ -43,12 +45,12 @@ func Events(route string, body []byte, received time.Time) ([]*miitel.Event, err
 		}
 		payload[k] = v
 	}
-	evs := make([]*miitel.Event, 0, len(w.Call.Details))
-	for _, d := range w.Call.Details {
+	evs := make([]*miitel.Event, 0, len(call.Details))
+	for _, d := range call.Details {
 		evs = append(evs, &miitel.Event{
 			Route:      route,
-			CallID:     w.Call.ID,
-			TenantCode: w.Call.TenantCode,
+			CallID:     call.ID,
+			TenantCode: call.TenantCode,
 			Kind:       miitel.Classify(&d),
 			ReceivedAt: received,
 			Detail:     d,

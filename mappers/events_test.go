@@ -33,6 +33,9 @@ func TestEvents(t *testing.T) {
 			kinds: []miitel.Kind{miitel.KindIVR, miitel.KindAnalysis, miitel.KindMissed}, payload: map[string]any{"tenant_extra": "route-a"}},
 		{name: "MiiTel's video analysis event is not a call", body: read("testdata/events/video_sample1.json"), err: `no "call" object`},
 		{name: "the setup handshake is not a call", body: `{"challenge": "abc"}`, err: "a challenge request"},
+		{name: "a null call is no call", body: `{"call": null, "params_key": "x"}`, err: `no "call" object`},
+		{name: "a call that is not an object", body: `{"call": []}`, err: "mappers: payload: call: json: cannot unmarshal array"},
+		{name: "not an object", body: `[{"call": {}}]`, err: "mappers: payload: json: cannot unmarshal array"},
 		{name: "not JSON", body: `{"call": `, err: "mappers: payload: unexpected end of JSON input"},
 	}
 	for _, tt := range tests {
