@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -186,7 +185,7 @@ func TestE2EEverySampleLandsOnceInEachCRM(t *testing.T) {
 	bodies := map[string][]byte{}
 	for _, name := range samplePayloads {
 		bodies[name] = readSample(t, name)
-		send = append(send, filepath.Join("testdata", "e2e", "samples", name))
+		send = append(send, samplePath(name))
 		s.post(t, salesforceRoute, bodies[name])
 	}
 	if code, out, errOut := runCLI(t, s.getenv, send...); code != 0 {
@@ -233,7 +232,7 @@ func minutesFor(t *testing.T, analysis []byte) []byte {
 	if err := json.Unmarshal(analysis, &a); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(readSample(t, "call_summarization_completed_sample1.json"), &m); err != nil {
+	if err := json.Unmarshal(readSample(t, "samples/call_summarization_completed_sample1.json"), &m); err != nil {
 		t.Fatal(err)
 	}
 	ac, mc := a["call"].(map[string]any), m["call"].(map[string]any)
@@ -264,7 +263,7 @@ func minutesFor(t *testing.T, analysis []byte) []byte {
 // holding both the minutes and everything the analysis brought.
 func TestE2EMinutesBeforeOrAfterAnalysisGiveTheSameRecord(t *testing.T) {
 	t.Parallel()
-	analysis := readSample(t, "call_analysis_completed_sample1.json")
+	analysis := readSample(t, "samples/call_analysis_completed_sample1.json")
 	minutes := minutesFor(t, analysis)
 	const detail = "0184f502-8b5f-b967-10c1-625c89785630"
 

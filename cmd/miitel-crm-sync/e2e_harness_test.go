@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -23,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -202,13 +203,6 @@ connections:
     salesforce:
 %s`, s.listen, s.redis.URL(), queueName, o.maxRetry, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
 	return s
-}
-
-func cmpOrString(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (s *stack) getenv(k string) string { return s.env[k] }
@@ -436,18 +430,25 @@ func hasLabels(m *dto.Metric, want map[string]string) bool {
 
 // ---- fixtures ----
 
-// The MiiTel samples (copies of ../shared/miitel and the receiver's multi-detail request).
+// The requests the tests send are the receiver's fixtures, read in place: MiiTel's
+// published samples (samples/, kept identical to ../shared/miitel by the receiver's
+// TestSamplesMatchShared) and a multi-detail request. Names are relative to
+// receiverTestdata.
+const receiverTestdata = "../../receiver/testdata"
+
 var samplePayloads = []string{
-	"call_analysis_completed_sample1.json",
-	"call_analysis_completed_sample2.json",
-	"call_analysis_completed_seed_sample.json",
-	"call_summarization_completed_sample1.json",
+	"samples/call_analysis_completed_sample1.json",
+	"samples/call_analysis_completed_sample2.json",
+	"samples/call_analysis_completed_seed_sample.json",
+	"samples/call_summarization_completed_sample1.json",
 	"multi_detail.json",
 }
 
+func samplePath(name string) string { return filepath.Join(receiverTestdata, name) }
+
 func readSample(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "e2e", "samples", name))
+	b, err := os.ReadFile(samplePath(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,13 +504,13 @@ func (s *stack) hubspotCalls(t *testing.T) map[string]hubspotCall {
 			case "hs_object_id", "hs_createdate", "hs_lastmodifieddate":
 				continue
 			case "hubspot_owner_id":
-				v = cmpOrString(names[v], "<unknown owner "+v+">")
+				v = cmp.Or(names[v], "<unknown owner "+v+">")
 			}
 			p[k] = v
 		}
 		hc := hubspotCall{Properties: p, Contacts: []string{}}
 		for _, id := range c.Contacts {
-			hc.Contacts = append(hc.Contacts, cmpOrString(names[id], "<unknown contact "+id+">"))
+			hc.Contacts = append(hc.Contacts, cmp.Or(names[id], "<unknown contact "+id+">"))
 		}
 		sort.Strings(hc.Contacts)
 		out[ext] = hc
@@ -538,7 +539,7 @@ func (s *stack) salesforceTasks(t *testing.T) map[string]map[string]any {
 				continue
 			case "OwnerId", "WhoId":
 				id := fmt.Sprint(v)
-				v = cmpOrString(names[id], "<unknown "+id+">")
+				v = cmp.Or(names[id], "<unknown "+id+">")
 			default:
 				// JSON numbers compare as their text: 23 and json.Number("23") alike.
 				if n, ok := v.(json.Number); ok {
@@ -577,6 +578,6 @@ func golden(t *testing.T, name string, got any) {
 		t.Fatalf("%v (run go test -run %s -update to create it)", err, t.Name())
 	}
 	if !bytes.Equal(b, want) {
-		t.Errorf("%s differs from what the fake holds (-want +got; go test -update rewrites it):\n%s", path, cmp.Diff(string(want), string(b)))
+		t.Errorf("%s differs from what the fake holds (-want +got; go test -update rewrites it):\n%s", path, gocmp.Diff(string(want), string(b)))
 	}
 }

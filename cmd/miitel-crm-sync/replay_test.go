@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,11 +27,7 @@ func runCLI(t *testing.T, getenv func(string) string, args ...string) (int, stri
 
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return writeFile(t, "config.yaml", yaml)
 }
 
 func TestReplayListsShowsAndRequeuesDeadLetters(t *testing.T) {

@@ -25,7 +25,7 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
 )
 
-const sampleDir = "../../receiver/testdata/samples"
+var sampleDir = filepath.Join(receiverTestdata, "samples")
 
 var seedSample = filepath.Join(sampleDir, "call_analysis_completed_seed_sample.json")
 
