@@ -142,19 +142,11 @@ func TestDedupeKey(t *testing.T) {
 		"dial_answered_at":"2023-11-28T07:26:23+00:00","tags":[{"value":"a"}],"analysis":{"score":1.50}}]},"params_key":"k"}`
 	keyOf := func(route, body string) string {
 		t.Helper()
-		top, err := decodeTop([]byte(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		payload, err := additionalPayload(top, []string{"params_key"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := parseCall(route, top, payload, fixedNow)
+		events, err := ParseEvents(route, []byte(body), []string{"params_key"}, fixedNow)
 		if err != nil {
 			t.Fatalf("%s: %v", body, err)
 		}
-		return pc[0].DedupeKey
+		return events[0].DedupeKey
 	}
 	want := keyOf("r", base)
 	if len(want) != dedupeKeyLen || strings.Trim(want, "0123456789abcdef") != "" {

@@ -15,6 +15,34 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 )
 
+// ErrChallenge is what ParseEvents returns for MiiTel's setup handshake, which is not a call.
+var ErrChallenge = errors.New("receiver: a challenge (the webhook setup handshake), not a call")
+
+// ParseEvents turns a request body into the events the receiver queues for it, checked as
+// the receiver checks them, without authentication or Redis. `mapping preview` renders
+// these, so an admin sees what production makes of a payload, or the 400 it would get.
+// credentialKeys are the route's payload-credential keys, left out of each event's payload.
+func ParseEvents(route string, body []byte, credentialKeys []string, receivedAt time.Time) ([]*miitel.Event, error) {
+	top, err := decodeTop(body)
+	if err != nil {
+		return nil, fmt.Errorf("receiver: %w", err)
+	}
+	if _, isChallenge, err := challengeOf(top); err != nil {
+		return nil, fmt.Errorf("receiver: %w", err)
+	} else if isChallenge {
+		return nil, ErrChallenge
+	}
+	payload, err := additionalPayload(top, credentialKeys)
+	if err != nil {
+		return nil, fmt.Errorf("receiver: %w", invalidf("additional payload: %v", err))
+	}
+	events, err := parseCall(route, top, payload, receivedAt)
+	if err != nil {
+		return nil, fmt.Errorf("receiver: %w", err)
+	}
+	return events, nil
+}
+
 // invalidError is a request the sender must fix: 400 with code and a message that names
 // the offending field (never its value: values may be phone numbers or transcript).
 type invalidError struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+	"github.com/miitel-crm-sync/miitel-crm-sync/receiver"
 )
 
 // errReported means the problems were already printed (one per line); main only sets exit 1.
@@ -96,7 +97,9 @@ func runMappingPreview(_ context.Context, env *environment, args []string) error
 	fs := newFlagSet(env, "mapping preview", "--mapping FILE [--route NAME] PAYLOAD.json...",
 		"Renders MiiTel request bodies (as MiiTel POSTs them; - reads stdin) through a mapping and\n"+
 			"prints, as a JSON array on stdout, the CRM record each call detail becomes, or why the\n"+
-			"mapping skips it. Nothing is sent anywhere. Exit 1 when a payload or a detail fails.")
+			"mapping skips it. A body is parsed and checked exactly as the receiver does, so one the\n"+
+			"receiver would answer 400 fails here with the same message. Nothing is sent anywhere.\n"+
+			"Exit 1 when a payload or a detail fails.")
 	mappingPath := fs.String("mapping", "", "mapping file to render with")
 	builtin := fs.String("builtin", "", "render with a shipped mapping instead (hubspot, salesforce)")
 	route := fs.String("route", "preview", "route name the expressions see as route")
@@ -133,7 +136,7 @@ func runMappingPreview(_ context.Context, env *environment, args []string) error
 		body, err := readPayload(env, name)
 		if err == nil {
 			var evs []*miitel.Event
-			evs, err = mappers.Events(*route, body, now)
+			evs, err = receiver.ParseEvents(*route, body, nil, now)
 			for _, ev := range evs {
 				r := previewResult{Payload: name, DetailID: ev.Detail.ID, Kind: string(ev.Kind)}
 				rec, skip, rerr := m.Render(ev)

@@ -127,10 +127,18 @@ func TestMappingPreviewStdinAndFailures(t *testing.T) {
 		t.Fatalf("stdin preview: exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
 
-	video := writeFile(t, "video.json", `{"video": {"id": "v1"}}`)
-	code, stdout, stderr := runCLI(t, nil, "mapping", "preview", "--builtin", "hubspot", video)
-	if code != 1 || !strings.Contains(stdout, `no \"call\" object`) || !strings.Contains(stderr, "1 payload(s) or detail(s) failed") {
-		t.Errorf("video payload: exit %d\n%s\n%s", code, stdout, stderr)
+	// Bodies the receiver answers 400 (or as a handshake) fail with the receiver's message.
+	for _, tc := range []struct{ name, body, want string }{
+		{"video", `{"video": {"id": "v1"}}`, "receiver: call is required"},
+		{"no detail id", `{"call": {"id": "c", "tenant_code": "t", "details": [{"call_type": "OUTGOING_CALL"}]}}`, "receiver: call.details[0].id is required"},
+		{"challenge", `{"challenge": "abc"}`, "receiver: a challenge (the webhook setup handshake), not a call"},
+	} {
+		code, stdout, stderr := runCLI(t, nil, "mapping", "preview", "--builtin", "hubspot", writeFile(t, "p.json", tc.body))
+		var results []previewResult
+		_ = json.Unmarshal([]byte(stdout), &results)
+		if code != 1 || len(results) != 1 || results[0].Error != tc.want || !strings.Contains(stderr, "1 payload(s) or detail(s) failed") {
+			t.Errorf("%s: exit %d, want 1 with error %q\n%s\n%s", tc.name, code, tc.want, stdout, stderr)
+		}
 	}
 
 	for _, args := range [][]string{
@@ -147,7 +155,7 @@ func TestMappingPreviewStdinAndFailures(t *testing.T) {
 	}
 
 	bad := writeFile(t, "bad.yaml", "version: 1\n")
-	code, _, stderr = runCLI(t, nil, "mapping", "preview", "--mapping", bad, multiDetail)
+	code, _, stderr := runCLI(t, nil, "mapping", "preview", "--mapping", bad, multiDetail)
 	if code != 1 || !strings.Contains(stderr, bad+`:1:1: missing required key "crm"`) {
 		t.Errorf("invalid mapping: exit %d, stderr:\n%s", code, stderr)
 	}
