@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 
@@ -38,12 +39,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 }
 
 // configFlag registers --config, defaulting to $MCS_CONFIG.
-func configFlag(env *environment, fs interface {
-	StringVar(p *string, name, value, usage string)
-}) *string {
-	p := new(string)
-	fs.StringVar(p, "config", env.getenv("MCS_CONFIG"), "config file (YAML); empty runs the embedded default (env MCS_CONFIG)")
-	return p
+func configFlag(env *environment, fs *flag.FlagSet) *string {
+	return fs.String("config", env.getenv("MCS_CONFIG"), "config file (YAML); empty runs the embedded default (env MCS_CONFIG)")
 }
 
 // runProcess is main's run for the long-running subcommands: load config, build the logger,
