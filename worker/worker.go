@@ -31,10 +31,6 @@ type Options struct {
 	Processor  Processor
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	// PollInterval is how often asynq looks for retries that are due (default 5s); tests
-	// shorten it. An idle worker also looks for new work at least this often (asynq's
-	// default there is 1s), so a short interval shortens both waits.
-	PollInterval time.Duration
 }
 
 // Worker is the asynq server that runs the Processor for every queued event.
@@ -88,8 +84,10 @@ func New(o Options) (*Worker, error) {
 		Logger:          asynqLogger{o.Logger.With("component", "asynq")},
 		LogLevel:        asynq.WarnLevel,
 
-		DelayedTaskCheckInterval: o.PollInterval,
-		TaskCheckInterval:        taskCheckInterval(o.PollInterval),
+		// worker.poll_interval: how often due retries are picked up; an idle worker also
+		// looks for new work at least this often (asynq's own default there is 1s).
+		DelayedTaskCheckInterval: o.Worker.PollInterval,
+		TaskCheckInterval:        taskCheckInterval(o.Worker.PollInterval),
 	})
 	w.mux = asynq.NewServeMux()
 	w.mux.HandleFunc(tasks.TypeCallEvent, w.handle)

@@ -53,9 +53,10 @@ func start(t *testing.T, proc Processor) *harness {
 	cfg.Worker.RetryBase = time.Millisecond
 	cfg.Worker.RetryMax = 5 * time.Millisecond
 	cfg.Queue.MaxRetry = 2
+	cfg.Worker.PollInterval = 50 * time.Millisecond
 	reg := prometheus.NewRegistry()
 	w, err := New(Options{Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: proc,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg, PollInterval: 50 * time.Millisecond})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

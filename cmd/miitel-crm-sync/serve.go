@@ -96,7 +96,7 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 		}
 		w, err := worker.New(worker.Options{
 			Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: d.proc,
-			Logger: log.With("component", "worker"), Registerer: reg, PollInterval: cfg.Worker.PollInterval,
+			Logger: log.With("component", "worker"), Registerer: reg,
 		})
 		if err != nil {
 			return err

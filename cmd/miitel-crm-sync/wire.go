@@ -91,7 +91,7 @@ func routeMapping(r config.Route, kind string, log *slog.Logger, reg prometheus.
 // newConnector is the one place that knows every CRM: a new CRM is a package under
 // worker/crm and a case here.
 func newConnector(ctx context.Context, cfg *config.Config, cn config.Connection, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (crm.Connector, error) {
-	l := log.With("component", "crm", "connection", cn.Name)
+	l := log.With("component", "crm") // connectors add their connection name
 	switch cn.Type {
 	case "hubspot":
 		return hubspot.New(hubspot.Options{Connection: cn, IDMapTTL: cfg.Worker.IDMapTTL, Redis: rdb, Logger: l, Registerer: reg, Context: ctx})
