@@ -92,11 +92,12 @@ func routeMapping(r config.Route, kind string, log *slog.Logger, reg prometheus.
 // worker/crm and a case here.
 func newConnector(ctx context.Context, cfg *config.Config, cn config.Connection, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (crm.Connector, error) {
 	l := log.With("component", "crm") // connectors add their connection name
+	o := crm.Options{Connection: cn, IDMapTTL: cfg.Worker.IDMapTTL, Redis: rdb, Logger: l, Registerer: reg, Context: ctx}
 	switch cn.Type {
 	case "hubspot":
-		return hubspot.New(hubspot.Options{Connection: cn, IDMapTTL: cfg.Worker.IDMapTTL, Redis: rdb, Logger: l, Registerer: reg, Context: ctx})
+		return hubspot.New(hubspot.Options{Options: o})
 	case "salesforce":
-		return salesforce.New(salesforce.Options{Connection: cn, IDMapTTL: cfg.Worker.IDMapTTL, Redis: rdb, Logger: l, Registerer: reg, Context: ctx})
+		return salesforce.New(o)
 	case "dryrun":
 		return dryrun.New(dryrun.Options{Out: out}), nil
 	}

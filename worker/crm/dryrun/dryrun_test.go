@@ -18,6 +18,7 @@ import (
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/hubspot"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/hubspot/hubspotfake"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/salesforce"
@@ -111,10 +112,10 @@ func TestHubSpotRequestsMatchConnector(t *testing.T) {
 	fake.AddPrivateAppToken("pat")
 	owner := fake.AddOwner("rep@example.com")
 	contact := fake.AddContact(map[string]string{"phone": "0312345678"})
-	conn, err := hubspot.New(hubspot.Options{
+	conn, err := hubspot.New(hubspot.Options{Options: crm.Options{
 		Connection: config.Connection{Name: "hs", HubSpot: &config.HubSpot{BaseURL: fake.URL, PrivateAppToken: config.FromValue("pat")}},
 		Redis:      redistest.Start(t).Client(),
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,8 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -46,28 +44,12 @@ const (
 // owners are read with crm.objects.owners.read.
 var DefaultScopes = []string{"crm.objects.contacts.read", "crm.objects.contacts.write", "crm.objects.owners.read"}
 
-// Options build a Connector.
+// Options build a Connector: the connector options every CRM takes, and HubSpot's own.
 type Options struct {
-	// Connection is the config of this HubSpot account (Name, HubSpot, RateLimit, TTLs).
-	Connection config.Connection
-	// IDMapTTL is config worker.id_map_ttl.
-	IDMapTTL time.Duration
-	Redis    redis.UniversalClient
-	Logger   *slog.Logger
-	// Registerer receives the crm metrics; nil registers none.
-	Registerer prometheus.Registerer
-	// HTTPClient is the base client (timeouts, proxies, a test server's transport); its
-	// Transport becomes the bottom of the crm transport stack. Nil: http.DefaultTransport
-	// with a 30s timeout.
-	HTTPClient *http.Client
-	// Context is long-lived (the worker's run context): token refreshes run on it.
-	Context context.Context
+	crm.Options
 	// SearchLag is how long the id map waits after an unfinished create before searching
 	// for it (default 30s; HubSpot's index lags writes by seconds).
 	SearchLag time.Duration
-	// RateLimitMaxWait bounds how long a request waits for the shared limit inside a task
-	// (default 2s); beyond it the task is retried later as Throttled.
-	RateLimitMaxWait time.Duration
 }
 
 // Connector writes records into one HubSpot account. It is safe for concurrent use.

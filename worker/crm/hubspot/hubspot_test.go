@@ -41,11 +41,11 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) connector(t *testing.T, mut func(*Options)) *Connector {
 	t.Helper()
-	o := Options{
+	o := Options{Options: crm.Options{
 		Connection: config.Connection{Name: "hs", Type: "hubspot", HubSpot: &config.HubSpot{
 			BaseURL: e.fake.URL, PrivateAppToken: config.FromValue(pat)}},
 		Redis: e.rdb,
-	}
+	}}
 	if mut != nil {
 		mut(&o)
 	}

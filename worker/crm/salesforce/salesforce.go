@@ -27,9 +27,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
@@ -60,28 +57,8 @@ const (
 // required on Lead); the rep renames it once the caller is known.
 const NewLeadCompany = "Unknown (MiiTel caller)"
 
-// Options build a Connector (the same shape as hubspot.Options, so the worker wires both
-// alike).
-type Options struct {
-	// Connection is the config of this org (Name, Salesforce, RateLimit, TTLs).
-	Connection config.Connection
-	// IDMapTTL is how long the external id -> Task id map is kept (config worker.id_map_ttl).
-	IDMapTTL time.Duration
-	Redis    redis.UniversalClient
-	Logger   *slog.Logger
-	// Registerer receives the crm metrics and the Salesforce API usage gauges; nil
-	// registers none.
-	Registerer prometheus.Registerer
-	// HTTPClient carries token and API requests; its Transport is the bottom of the API
-	// stack (nil: http.DefaultTransport with a 60s timeout). Tests pass the fake's client.
-	HTTPClient *http.Client
-	// Context is long-lived (the worker's run context): token fetches run on it, never on a
-	// task's context.
-	Context context.Context
-	// RateLimitMaxWait bounds how long a request waits for the shared limit inside a task
-	// (default 2s); beyond it the task is retried later as Throttled.
-	RateLimitMaxWait time.Duration
-}
+// Options build a Connector: the connector options every CRM takes.
+type Options = crm.Options
 
 // Connector is a crm.Connector for one Salesforce connection.
 type Connector struct {
