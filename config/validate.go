@@ -158,13 +158,7 @@ func (c *Config) validateConnections(errs *ErrorList) {
 	seen := map[string]bool{}
 	for i, cn := range c.Connections {
 		p := fmt.Sprintf("connections[%d]", i)
-		if !routeName.MatchString(cn.Name) {
-			errs.add("%s.name: %q must be lower-case letters, digits, - or _", p, cn.Name)
-		}
-		if seen[cn.Name] {
-			errs.add("%s.name: %q is used twice", p, cn.Name)
-		}
-		seen[cn.Name] = true
+		checkName(errs, seen, p, cn.Name, "")
 		switch cn.Type {
 		case "hubspot":
 			if cn.HubSpot == nil {
@@ -223,13 +217,7 @@ func (c *Config) validateRoutes(errs *ErrorList) {
 	seen := map[string]bool{}
 	for i, r := range c.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
-		if !routeName.MatchString(r.Name) {
-			errs.add("%s.name: %q must be lower-case letters, digits, - or _ (it is the URL path /webhooks/miitel/<name>)", p, r.Name)
-		}
-		if seen[r.Name] {
-			errs.add("%s.name: %q is used twice", p, r.Name)
-		}
-		seen[r.Name] = true
+		checkName(errs, seen, p, r.Name, " (it is the URL path /webhooks/miitel/<name>)")
 		if r.Connection != "" && !conns[r.Connection] {
 			errs.add("%s.connection: %q is not a configured connection", p, r.Connection)
 		}
@@ -258,6 +246,18 @@ func (c *Config) validateRoutes(errs *ErrorList) {
 			}
 		}
 	}
+}
+
+// checkName reports a route or connection name that is not a plain identifier (names end
+// up in URLs, Redis keys and env var names) or that is used twice.
+func checkName(errs *ErrorList, seen map[string]bool, p, name, hint string) {
+	if !routeName.MatchString(name) {
+		errs.add("%s.name: %q must be lower-case letters, digits, - or _%s", p, name, hint)
+	}
+	if seen[name] {
+		errs.add("%s.name: %q is used twice", p, name)
+	}
+	seen[name] = true
 }
 
 func positive(errs *ErrorList, name string, d time.Duration) {
