@@ -7,12 +7,20 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/examples"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 )
 
 func TestEvents(t *testing.T) {
 	read := func(p string) string {
 		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	readPayload := func(name string) string {
+		b, err := examples.Payload(name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -31,7 +39,7 @@ func TestEvents(t *testing.T) {
 			kinds: []miitel.Kind{miitel.KindMinutes}, payload: map[string]any{"ip_restricted": true}},
 		{name: "one event per detail", body: read("testdata/render/multi_detail_ivr_queue/payload.json"),
 			kinds: []miitel.Kind{miitel.KindIVR, miitel.KindAnalysis, miitel.KindMissed}, payload: map[string]any{"tenant_extra": "route-a"}},
-		{name: "MiiTel's video analysis event is not a call", body: read("testdata/events/video_sample1.json"), err: `no "call" object`},
+		{name: "MiiTel's video analysis event is not a call", body: readPayload("video_analysis_completed/sample1.json"), err: `no "call" object`},
 		{name: "the setup handshake is not a call", body: `{"challenge": "abc"}`, err: "a challenge request"},
 		{name: "a null call is no call", body: `{"call": null, "params_key": "x"}`, err: `no "call" object`},
 		{name: "a call that is not an object", body: `{"call": []}`, err: "mappers: payload: call: json: cannot unmarshal array"},

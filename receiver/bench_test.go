@@ -28,7 +28,7 @@ const flushEvery = 2000
 //	x_enqueue  accept time / one bare asynq Client.Enqueue of the same event payload
 func BenchmarkAccept(b *testing.B) {
 	h := newHarness(b)
-	seed := sample(b, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(b, "call_analysis_completed/seed_sample.json")
 	head, tail, ok := bytes.Cut(seed, []byte(`"dtmf": "0"`))
 	if !ok {
 		b.Fatal("seed sample has no dtmf field to vary")
@@ -105,7 +105,7 @@ func floor(b *testing.B, n int, fn func(i int) error) float64 {
 // hash each detail. x_unmarshal is its time over one json.Unmarshal of the same body into
 // map[string]any, measured in the same run: the floor of looking at every byte once.
 func BenchmarkParse(b *testing.B) {
-	seed := sample(b, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(b, "call_analysis_completed/seed_sample.json")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(seed)))
 	for b.Loop() {

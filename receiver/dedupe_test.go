@@ -50,7 +50,7 @@ func (h *harness) deliver(ev *miitel.Event) {
 // TestDedupe walks the re-send cases of one call through a single receiver.
 func TestDedupe(t *testing.T) {
 	const path = "/webhooks/miitel/seed"
-	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	minutes := edit(t, seed, func(m map[string]any) {
 		d := detail0(m)
 		for _, k := range []string{"analysis", "tags", "comments", "keywords", "phrases", "speech_recognition", "dtmf"} {
@@ -191,7 +191,7 @@ func TestDedupeKey(t *testing.T) {
 // are not (and never queued).
 func TestPayloadChangesKey(t *testing.T) {
 	h := newHarness(t)
-	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	withTeam := edit(t, seed, func(m map[string]any) { m["team"] = "sales" })
 	h.postOK("/webhooks/miitel/seed", seed)
 	a := h.postOK("/webhooks/miitel/seed", withTeam)
@@ -289,7 +289,7 @@ func TestEnqueueTimeout(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	h := newHarnessOn(t, rdb, func(o *Options) { o.Server.EnqueueTimeout = 200 * time.Millisecond })
 
-	resp, body := h.post("/webhooks/miitel/seed", sample(t, "samples/call_analysis_completed_seed_sample.json"), nil)
+	resp, body := h.post("/webhooks/miitel/seed", sample(t, "call_analysis_completed/seed_sample.json"), nil)
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}
@@ -304,7 +304,7 @@ func TestEnqueueTimeout(t *testing.T) {
 // TestManyDetailsOneRequest: details are queued in order and the answer lists each.
 func TestManyDetailsOneRequest(t *testing.T) {
 	h := newHarness(t)
-	body := edit(t, sample(t, "samples/call_analysis_completed_sample2.json"), func(m map[string]any) {
+	body := edit(t, sample(t, "call_analysis_completed/sample2.json"), func(m map[string]any) {
 		call := m["call"].(map[string]any)
 		d := call["details"].([]any)[0].(map[string]any)
 		var ds []any

@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/examples"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
@@ -191,11 +190,11 @@ func (h *harness) redisKeys() int64 {
 	return n
 }
 
-// sample reads a copy of one of MiiTel's published samples (testdata/samples; see
-// TestSamplesMatchShared) or another fixture under testdata.
+// sample reads one of the payloads the project ships (examples/payloads: MiiTel's published
+// samples and our multi-detail call), e.g. "call_analysis_completed/seed_sample.json".
 func sample(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
+	b, err := examples.Payload(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,7 +80,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // TestMetricsEndpoint scrapes /metrics after a few requests.
 func TestMetricsEndpoint(t *testing.T) {
 	h := newHarness(t)
-	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	h.post("/webhooks/miitel/seed", seed, nil)
 	h.post("/webhooks/miitel/seed", seed, nil)
 	h.post("/webhooks/miitel/bearer", seed, nil)
@@ -123,7 +123,7 @@ func TestSharedRegistry(t *testing.T) {
 // identifiers but no credential, phone number or transcript.
 func TestLogsKeepSecretsOut(t *testing.T) {
 	h := newHarness(t)
-	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	h.post("/webhooks/miitel/seed", seed, nil)
 	h.post("/webhooks/miitel/bearer", seed, bearer(bearerOld))
 	h.post("/webhooks/miitel/bearer", seed, bearer("wrong-token-value"))
@@ -174,7 +174,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	body := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	body := sample(t, "call_analysis_completed/seed_sample.json")
 	head := fmt.Sprintf("POST /webhooks/miitel/seed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json; charset=utf-8\r\nUser-Agent: MiiTel-Webhook/v1\r\nContent-Length: %d\r\n\r\n", len(body))
 	if _, err := io.WriteString(conn, head+string(body[:100])); err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func TestEmbeddedRedis(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	h := newHarnessOn(t, rdb)
-	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	if a := h.postOK("/webhooks/miitel/seed", seed); a.Queued != 1 {
 		t.Fatalf("first: %+v", a)
 	}
@@ -277,7 +277,7 @@ func TestLedgerEntrySize(t *testing.T) {
 	perEntry := float64(usedMemory(t, h.rdb)-before) / n
 	t.Logf("ledger entry: MEMORY USAGE %d bytes; used_memory growth %.1f bytes/entry over %d entries", one, perEntry, n)
 	// For scale: what asynq Retention would have kept per event instead.
-	a := h.postOK("/webhooks/miitel/seed", sample(t, "samples/call_analysis_completed_seed_sample.json"))
+	a := h.postOK("/webhooks/miitel/seed", sample(t, "call_analysis_completed/seed_sample.json"))
 	taskBytes, err := h.rdb.MemoryUsage(ctx, "asynq:{"+testQueue+"}:t:"+h.pending()[0].DedupeKey).Result()
 	if err != nil || a.Queued != 1 {
 		t.Fatalf("task memory: %v (%+v)", err, a)

@@ -3,14 +3,13 @@ package receiver
 import (
 	"encoding/hex"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/examples"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 )
 
@@ -92,8 +91,8 @@ func TestParseTolerates(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	// Small seeds only: the fuzzer minimizes every new interesting input, which for the
 	// 11 KB analysis samples takes longer than a short CI fuzz run.
-	for _, name := range []string{"call_analysis_completed_sample2.json", "call_summarization_completed_sample1.json"} {
-		b, err := os.ReadFile(filepath.Join("testdata", "samples", name))
+	for _, name := range []string{"call_analysis_completed/sample2.json", "call_summarization_completed/sample1.json"} {
+		b, err := examples.Payload(name)
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -4,38 +4,66 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"io/fs"
 	"net/http"
-	"os"
-	"path/filepath"
+	"path"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/examples"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 )
 
-// TestSamplesMatchShared keeps testdata/samples identical to the MiiTel samples in the
-// project's shared folder, when that folder is there (it is beside the repository on
-// development and CI machines).
-func TestSamplesMatchShared(t *testing.T) {
-	shared := filepath.Join("..", "..", "shared", "miitel")
-	if _, err := os.Stat(shared); err != nil {
-		t.Skipf("shared MiiTel samples not found at %s (%v): comparing the copies is skipped", shared, err)
+// TestSamplesMatchSchemas validates every MiiTel sample the project ships against MiiTel's
+// published JSON Schema of its event (examples/payloads/*/schema.json), so a fixture edited by
+// hand cannot drift from what MiiTel sends. The help page's sample (seed_sample.json) is
+// older than the schema and lacks participants[].login_id, which the schema requires: the
+// receiver accepts it all the same (TestSamplesAccepted), and this test pins exactly that
+// one difference.
+func TestSamplesMatchSchemas(t *testing.T) {
+	fsys := examples.Payloads()
+	schemas, err := fs.Glob(fsys, "*/schema.json")
+	if err != nil || len(schemas) != 3 {
+		t.Fatalf("schemas found: %v (%v), want one per event kind (3)", schemas, err)
 	}
-	for _, name := range []string{
-		"call_analysis_completed/sample1.json", "call_analysis_completed/sample2.json",
-		"call_analysis_completed/seed_sample.json", "call_summarization_completed/sample1.json",
-	} {
-		want, err := os.ReadFile(filepath.Join(shared, name))
+	checked := 0
+	for _, sp := range schemas {
+		c := jsonschema.NewCompiler()
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(sample(t, sp)))
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", sp, err)
 		}
-		got := sample(t, filepath.Join("samples", strings.ReplaceAll(name, "/", "_")))
-		if !bytes.Equal(got, want) {
-			t.Errorf("testdata copy of %s differs from the shared sample", name)
+		if err := c.AddResource(sp, doc); err != nil {
+			t.Fatalf("%s: %v", sp, err)
 		}
+		sch, err := c.Compile(sp)
+		if err != nil {
+			t.Fatalf("%s: %v", sp, err)
+		}
+		dir := path.Dir(sp)
+		samples, _ := fs.Glob(fsys, dir+"/*sample*.json")
+		for _, name := range samples {
+			v, err := jsonschema.UnmarshalJSON(bytes.NewReader(sample(t, name)))
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			err = sch.Validate(v)
+			if name == "call_analysis_completed/seed_sample.json" {
+				if err == nil || strings.Count(err.Error(), "missing property 'login_id'") != 2 {
+					t.Errorf("%s: want exactly the two known missing login_id, got %v", name, err)
+				}
+			} else if err != nil {
+				t.Errorf("%s does not match %s: %v", name, sp, err)
+			}
+			checked++
+		}
+	}
+	if checked != 6 {
+		t.Errorf("validated %d samples, want every shipped sample (6)", checked)
 	}
 }
 
@@ -50,15 +78,15 @@ func TestSamplesAccepted(t *testing.T) {
 		wantKind    miitel.Kind
 		wantPayload map[string]any
 	}{
-		{"call_analysis_completed_seed_sample.json", "seed", nil, miitel.KindAnalysis, nil},
-		{"call_analysis_completed_sample1.json", "seed", nil, miitel.KindAnalysis, nil},
-		{"call_analysis_completed_sample2.json", "bearer", bearer(bearerNew), miitel.KindUnanswered, map[string]any{"ip_restricted": true}},
-		{"call_summarization_completed_sample1.json", "bearer", bearer(bearerOld), miitel.KindMinutes, map[string]any{"ip_restricted": true}},
+		{"call_analysis_completed/seed_sample.json", "seed", nil, miitel.KindAnalysis, nil},
+		{"call_analysis_completed/sample1.json", "seed", nil, miitel.KindAnalysis, nil},
+		{"call_analysis_completed/sample2.json", "bearer", bearer(bearerNew), miitel.KindUnanswered, map[string]any{"ip_restricted": true}},
+		{"call_summarization_completed/sample1.json", "bearer", bearer(bearerOld), miitel.KindMinutes, map[string]any{"ip_restricted": true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			h := newHarness(t)
-			body := sample(t, filepath.Join("samples", tc.file))
+			body := sample(t, tc.file)
 			resp, got := h.post("/webhooks/miitel/"+tc.route, body, tc.hdr)
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d, body %s", resp.StatusCode, got)
@@ -200,7 +228,7 @@ func TestChallengeWithRedisDown(t *testing.T) {
 		t.Fatalf("challenge with redis down: %d %q", resp.StatusCode, body)
 	}
 
-	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	resp, body = h.post("/webhooks/miitel/seed", seed, nil)
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("call with redis down: %d %s", resp.StatusCode, body)
@@ -260,7 +288,7 @@ func TestAuth(t *testing.T) {
 	basic := func(u, p string) http.Header {
 		return http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(u+":"+p))}}
 	}
-	seed := string(sample(t, "samples/call_analysis_completed_seed_sample.json"))
+	seed := string(sample(t, "call_analysis_completed/seed_sample.json"))
 	noKey := strings.Replace(seed, `"params_key": "z&aH+&Kz8saC"`, `"other": 1`, 1)
 	wrongKey := strings.Replace(seed, `"params_key": "z&aH+&Kz8saC"`, `"params_key": "z&aH+&Kz8saD"`, 1)
 	numKey := strings.Replace(seed, `"params_key": "z&aH+&Kz8saC"`, `"params_key": 1234`, 1)
@@ -357,7 +385,7 @@ func TestIPAllowlist(t *testing.T) {
 			for _, v := range tc.xff {
 				hdr.Add("X-Forwarded-For", v)
 			}
-			resp, body := h.post("/webhooks/miitel/seed", sample(t, "samples/call_analysis_completed_seed_sample.json"), hdr)
+			resp, body := h.post("/webhooks/miitel/seed", sample(t, "call_analysis_completed/seed_sample.json"), hdr)
 			if resp.StatusCode != tc.want {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, body)
 			}
@@ -371,7 +399,7 @@ func TestIPAllowlist(t *testing.T) {
 // TestRejections: size, media type, malformed and incomplete bodies, unknown routes and
 // methods each get their status and a JSON error naming the problem.
 func TestRejections(t *testing.T) {
-	seed := sample(t, "samples/call_analysis_completed_seed_sample.json")
+	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	big := edit(t, seed, func(m map[string]any) { m["padding"] = strings.Repeat("x", 20<<10) })
 	tests := []struct {
 		name        string

@@ -2,13 +2,13 @@ package worker
 
 import (
 	"encoding/json"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/examples"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 )
 
@@ -16,7 +16,7 @@ import (
 // would.
 func sampleEvent(t testing.TB, path string, at time.Time) *miitel.Event {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	b, err := examples.Payload(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,9 +30,9 @@ func sampleEvent(t testing.TB, path string, at time.Time) *miitel.Event {
 }
 
 const (
-	sampleAnalysis = "../../shared/miitel/call_analysis_completed/sample1.json"
-	sampleMinutes  = "../../shared/miitel/call_summarization_completed/sample1.json"
-	sampleSeed     = "../../shared/miitel/call_analysis_completed/seed_sample.json"
+	sampleAnalysis = "call_analysis_completed/sample1.json"
+	sampleMinutes  = "call_summarization_completed/sample1.json"
+	sampleSeed     = "call_analysis_completed/seed_sample.json"
 )
 
 // minutesFor makes the minutes event of the analysed call (MiiTel's samples are of different

@@ -283,7 +283,7 @@ func TestE2EWorkerKilledMidTaskLosesAndDuplicatesNothing(t *testing.T) {
 			ctx := context.Background()
 			in := s.inspector(t)
 
-			analysis := readSample(t, "samples/call_analysis_completed_sample1.json")
+			analysis := readSample(t, "call_analysis_completed/sample1.json")
 			want := sampleCalls[0]
 			w1 := s.startWorkerProcess(t, "worker-1")
 			body := analysis

@@ -232,7 +232,7 @@ func minutesFor(t *testing.T, analysis []byte) []byte {
 	if err := json.Unmarshal(analysis, &a); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(readSample(t, "samples/call_summarization_completed_sample1.json"), &m); err != nil {
+	if err := json.Unmarshal(readSample(t, "call_summarization_completed/sample1.json"), &m); err != nil {
 		t.Fatal(err)
 	}
 	ac, mc := a["call"].(map[string]any), m["call"].(map[string]any)
@@ -263,7 +263,7 @@ func minutesFor(t *testing.T, analysis []byte) []byte {
 // holding both the minutes and everything the analysis brought.
 func TestE2EMinutesBeforeOrAfterAnalysisGiveTheSameRecord(t *testing.T) {
 	t.Parallel()
-	analysis := readSample(t, "samples/call_analysis_completed_sample1.json")
+	analysis := readSample(t, "call_analysis_completed/sample1.json")
 	minutes := minutesFor(t, analysis)
 	const detail = "0184f502-8b5f-b967-10c1-625c89785630"
 

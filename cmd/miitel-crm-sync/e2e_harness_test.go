@@ -430,21 +430,20 @@ func hasLabels(m *dto.Metric, want map[string]string) bool {
 
 // ---- fixtures ----
 
-// The requests the tests send are the receiver's fixtures, read in place: MiiTel's
-// published samples (samples/, kept identical to ../shared/miitel by the receiver's
-// TestSamplesMatchShared) and a multi-detail request. Names are relative to
-// receiverTestdata.
-const receiverTestdata = "../../receiver/testdata"
+// The requests the tests send are the payloads the project ships (examples/payloads):
+// MiiTel's published samples and a multi-detail request. Names are relative to payloadDir;
+// tests that run the CLI pass these paths as a user would.
+const payloadDir = "../../examples/payloads"
 
 var samplePayloads = []string{
-	"samples/call_analysis_completed_sample1.json",
-	"samples/call_analysis_completed_sample2.json",
-	"samples/call_analysis_completed_seed_sample.json",
-	"samples/call_summarization_completed_sample1.json",
+	"call_analysis_completed/sample1.json",
+	"call_analysis_completed/sample2.json",
+	"call_analysis_completed/seed_sample.json",
+	"call_summarization_completed/sample1.json",
 	"multi_detail.json",
 }
 
-func samplePath(name string) string { return filepath.Join(receiverTestdata, name) }
+func samplePath(name string) string { return filepath.Join(payloadDir, name) }
 
 func readSample(t *testing.T, name string) []byte {
 	t.Helper()

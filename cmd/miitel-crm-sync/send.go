@@ -46,11 +46,11 @@ Exit status 1 when any request was rejected or failed.
 
 Examples:
   miitel-crm-sync send --url http://localhost:8080/webhooks/miitel/default \
-    shared/miitel/call_analysis_completed/seed_sample.json
+    examples/payloads/call_analysis_completed/seed_sample.json
   miitel-crm-sync send --url https://sync.example.com/webhooks/miitel/sales \
     --header 'Authorization: Bearer TOKEN' --challenge
   miitel-crm-sync send --url http://localhost:8080/webhooks/miitel/default --unique \
-    --rate 50/s --concurrency 8 --duration 1m sample1.json sample2.json`
+    --rate 50/s --concurrency 8 --duration 1m examples/payloads/call_analysis_completed/*.json`
 
 // sendOptions are the parsed flags of one send run.
 type sendOptions struct {

@@ -25,9 +25,9 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
 )
 
-var sampleDir = filepath.Join(receiverTestdata, "samples")
+var sampleDir = payloadDir
 
-var seedSample = filepath.Join(sampleDir, "call_analysis_completed_seed_sample.json")
+var seedSample = filepath.Join(sampleDir, "call_analysis_completed/seed_sample.json")
 
 // seenRequest is what the fake MiiTel receiver saw of one request.
 type seenRequest struct {
@@ -170,7 +170,7 @@ func TestSendLikeMiiTel(t *testing.T) {
 	srv, seen := fakeReceiver(t, ok200)
 	code, stdout, stderr := runCLI(t, nil, "send", "--url", srv.URL+"/webhooks/miitel/x",
 		"--header", "Authorization: Bearer tok", "--header", "X-Custom:v1", "--payload", "params_key=k2", "--payload", "team=sales",
-		seedSample, filepath.Join(sampleDir, "call_analysis_completed_sample2.json"))
+		seedSample, filepath.Join(sampleDir, "call_analysis_completed/sample2.json"))
 	if code != exitOK {
 		t.Fatalf("exit %d: %s %s", code, stdout, stderr)
 	}
@@ -187,7 +187,7 @@ func TestSendLikeMiiTel(t *testing.T) {
 			t.Errorf("body keys: params_key=%v team=%v call present=%v", r.Body["params_key"], r.Body["team"], r.Body["call"] != nil)
 		}
 	}
-	for _, want := range []string{"call_analysis_completed_seed_sample.json -> 200 OK", "call_analysis_completed_sample2.json -> 200 OK",
+	for _, want := range []string{"seed_sample.json -> 200 OK", "sample2.json -> 200 OK",
 		"sent 2 requests in", "accepted 2, rejected 0, failed 0", "latency p50 "} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
@@ -242,7 +242,7 @@ func TestSendRepeated(t *testing.T) {
 		return 200, "application/json", `{}`
 	})
 	code, stdout, _ := runCLI(t, nil, "send", "--url", srv.URL, "--count", "30", "--concurrency", "4", "--rate", "10000/s", "--unique",
-		seedSample, filepath.Join(sampleDir, "call_summarization_completed_sample1.json"))
+		seedSample, filepath.Join(sampleDir, "call_summarization_completed/sample1.json"))
 	if code != exitFailure {
 		t.Errorf("exit %d, want 1", code)
 	}
@@ -312,7 +312,7 @@ func TestSendToRealReceiver(t *testing.T) {
 		{[]string{"--url", srv.URL + "/webhooks/miitel/seed", "--challenge"}, exitFailure, "401 Unauthorized"},
 		{[]string{"--url", srv.URL + "/webhooks/miitel/seed", "--count", "5", "--concurrency", "2", seedSample}, exitOK, "accepted 5, rejected 0, failed 0"},
 		{[]string{"--url", srv.URL + "/webhooks/miitel/bearer", "--header", "Authorization: Bearer tok-1",
-			filepath.Join(sampleDir, "call_analysis_completed_sample2.json"), filepath.Join(sampleDir, "call_summarization_completed_sample1.json")}, exitOK, `"queued":1`},
+			filepath.Join(sampleDir, "call_analysis_completed/sample2.json"), filepath.Join(sampleDir, "call_summarization_completed/sample1.json")}, exitOK, `"queued":1`},
 		{[]string{"--url", srv.URL + "/webhooks/miitel/bearer", "--header", "Authorization: Bearer tok-2", seedSample}, exitFailure, "403 Forbidden"},
 		{[]string{"--url", srv.URL + "/webhooks/miitel/seed", "--unique", "--count", "4", seedSample}, exitOK, "accepted 4"},
 	}

@@ -1,7 +1,7 @@
 // Package hubspotfake is a local HTTP fake of the HubSpot APIs the connector uses: the OAuth
 // token endpoint, owners, contact and call search, calls (single and batch), contact create
 // and v4 associations. It follows HubSpot's documented paths, bodies, status codes, error
-// bodies and limits (see /work/shared/CRM.md) and rejects, like HubSpot, what HubSpot would
+// bodies and limits and rejects, like HubSpot, what HubSpot would
 // reject. Where it is stricter than HubSpot it says so: property values must be JSON
 // strings (HubSpot coerces numbers; we promise strings).
 //
