@@ -38,6 +38,9 @@ type RateLimitTransport struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t *RateLimitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if usePrepaid(req.Context()) { // a Batcher's Ready already took this request's budget
+		return next(t.Next).RoundTrip(req)
+	}
 	budgets := []string{"requests"}
 	if t.Budgets != nil {
 		budgets = t.Budgets(req)

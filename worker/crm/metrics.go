@@ -25,6 +25,11 @@ type Metrics struct {
 	// Lookups counts lookup-cache results by kind (contact, owner) and result (hit,
 	// miss_cached, fetched).
 	Lookups *prometheus.CounterVec
+	// BatchSize observes how many items each batch request carried, by op.
+	BatchSize *prometheus.HistogramVec
+	// BatchWait observes how long an item waited from submission until its batch was sent
+	// (linger plus rate-limit wait), by op.
+	BatchWait *prometheus.HistogramVec
 }
 
 // NewMetrics creates the collectors and registers them on reg; a nil reg registers nothing
@@ -55,17 +60,29 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "mcs", Subsystem: "crm", Name: "lookups_total",
 			Help: "Contact and owner lookups by cache result (hit, miss_cached, fetched).",
 		}, []string{"connection", "kind", "result"}),
+		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "mcs", Subsystem: "crm", Name: "batch_size",
+			Help:    "Items carried by one CRM batch request, by operation.",
+			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 200},
+		}, []string{"connection", "op"}),
+		BatchWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "mcs", Subsystem: "crm", Name: "batch_wait_seconds",
+			Help:    "Time an item waited for its batch to be sent (linger and rate-limit budget), by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}, []string{"connection", "op"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	var errs [6]error
+	var errs [8]error
 	m.Broken, errs[0] = Register(reg, m.Broken)
 	m.BrokenTotal, errs[1] = Register(reg, m.BrokenTotal)
 	m.TokenFetches, errs[2] = Register(reg, m.TokenFetches)
 	m.RateLimited, errs[3] = Register(reg, m.RateLimited)
 	m.Requests, errs[4] = Register(reg, m.Requests)
 	m.Lookups, errs[5] = Register(reg, m.Lookups)
+	m.BatchSize, errs[6] = Register(reg, m.BatchSize)
+	m.BatchWait, errs[7] = Register(reg, m.BatchWait)
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
