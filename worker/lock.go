@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,12 +15,25 @@ import (
 
 // callLock serialises the events of one call detail across worker replicas: merge, render
 // and deliver must not interleave, or two events could each miss the other's fields, and
-// the CRM id map protocol assumes one delivery per external id at a time. It is a Redis
-// lock with an expiry (the task timeout), so a crashed worker cannot hold it forever.
+// the CRM id map protocol assumes one delivery per external id at a time.
+//
+// It is a lease, not a lock held for the whole task timeout: a short TTL, renewed while the
+// handler runs and released on every way out (success, error, panic, shutdown). A worker that
+// dies (kill -9, OOM, a lost node) therefore blocks the call for at most one lease, so the
+// task asynq recovers from it runs at once instead of retrying against a dead holder's lock
+// for minutes. If a renewal finds the lease gone (Redis lost it, or the holder stalled longer
+// than a lease and another worker took over), the handler's context is cancelled: it must
+// not go on writing as if it still held the call.
 type callLock struct {
 	rdb redis.UniversalClient
+	// ttl is the lease; renewals run every ttl/3, so two renewals may fail before it lapses.
 	ttl time.Duration
 }
+
+// DefaultLockLease is the call lease's TTL when PipelineOptions.LockTTL is zero: long enough
+// to ride out a Redis hiccup of a few seconds, short enough that an orphaned call is picked up
+// seconds after asynq recovers its task.
+const DefaultLockLease = 15 * time.Second
 
 // busyError says another worker holds the call's lock: retry soon, without counting a
 // failure.
@@ -29,25 +43,76 @@ func (e busyError) Error() string             { return "worker: call is being pr
 func (e busyError) Throttled() bool           { return true }
 func (e busyError) RetryAfter() time.Duration { return e.after }
 
-var unlockScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
+// errLeaseLost is the cause of the handler context's cancellation when the lease lapsed.
+var errLeaseLost = errors.New("worker: the call's lease was lost while processing it")
 
-func (l callLock) acquire(ctx context.Context, route, detailID string) (release func(), err error) {
-	key := tasks.KeyPrefix + "lock:" + route + ":" + detailID
+var (
+	unlockScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
+	renewScript  = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
+)
+
+func lockKey(route, detailID string) string {
+	return tasks.KeyPrefix + "lock:" + route + ":" + detailID
+}
+
+// acquire takes the call's lease. It returns a context that is cancelled if the lease is
+// lost, and release, which must be called on every way out (defer it).
+func (l callLock) acquire(ctx context.Context, route, detailID string) (context.Context, func(), error) {
+	ttl := l.ttl
+	if ttl <= 0 {
+		ttl = DefaultLockLease
+	}
+	key := lockKey(route, detailID)
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
-	ok, err := l.rdb.SetNX(ctx, key, token, l.ttl).Result()
+	ok, err := l.rdb.SetNX(ctx, key, token, ttl).Result()
 	if err != nil {
-		return nil, fmt.Errorf("worker: lock call: %w", err)
+		return nil, nil, fmt.Errorf("worker: lock call: %w", err)
 	}
 	if !ok {
-		return nil, busyError{after: 2 * time.Second}
+		// The holder renews every ttl/3; a dead holder's lease lapses within ttl.
+		return nil, nil, busyError{after: min(2*time.Second, ttl)}
 	}
-	return func() {
-		// Released on a fresh context: the task's may be done, and a lock left behind would
-		// only delay the next event until it expires.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = unlockScript.Run(ctx, l.rdb, []string{key}, token).Err()
+	held, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		l.renew(held, stop, key, token, ttl, cancel)
+	}()
+	return held, func() {
+		close(stop)
+		<-renewed
+		cancel(nil)
+		// Released on a fresh context: the task's may be done, and a lease left behind would
+		// delay the call's next event until it lapses.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer rcancel()
+		_ = unlockScript.Run(rctx, l.rdb, []string{key}, token).Err()
 	}, nil
+}
+
+// renew extends the lease every ttl/3 until stop closes. A renewal that finds the lease
+// gone cancels the handler; one that cannot reach Redis is retried at the next tick (the
+// lease survives two missed renewals).
+func (l callLock) renew(ctx context.Context, stop <-chan struct{}, key, token string, ttl time.Duration, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), ttl/3)
+		n, err := renewScript.Run(rctx, l.rdb, []string{key}, token, ttl.Milliseconds()).Int()
+		rcancel()
+		if err == nil && n == 0 {
+			cancel(errLeaseLost)
+			return
+		}
+	}
 }

@@ -36,7 +36,8 @@ type PipelineOptions struct {
 	// StateTTL is how long a call's merged state is kept; WrittenTTL how long the lengths
 	// of long fields already written are remembered (the id-map TTL).
 	StateTTL, WrittenTTL time.Duration
-	// LockTTL bounds how long a crashed worker can hold a call's lock (the task timeout).
+	// LockTTL is the call lease (renewed while a task runs; see callLock): how long a crashed
+	// worker can block its call. 0 means DefaultLockLease.
 	LockTTL time.Duration
 	// StateMaxBytes caps one call's compressed state; 0 means 256 KiB.
 	StateMaxBytes int
@@ -90,7 +91,7 @@ func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
 	if !ok {
 		return fmt.Errorf("worker: route %q is not configured in this worker: %w", ev.Route, asynq.SkipRetry)
 	}
-	release, err := p.lock.acquire(ctx, ev.Route, ev.Detail.ID)
+	ctx, release, err := p.lock.acquire(ctx, ev.Route, ev.Detail.ID)
 	if err != nil {
 		return err
 	}

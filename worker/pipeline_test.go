@@ -174,7 +174,7 @@ func TestPipelineErrors(t *testing.T) {
 	})
 	t.Run("locked call retries soon without failing", func(t *testing.T) {
 		p, srv := newTestPipeline(t, hubspotMapping(t), &recorder{})
-		release, err := callLock{rdb: srv.Client(), ttl: time.Minute}.acquire(ctx, ev.Route, ev.Detail.ID)
+		_, release, err := callLock{rdb: srv.Client(), ttl: time.Minute}.acquire(ctx, ev.Route, ev.Detail.ID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -61,7 +61,7 @@ func newDelivery(ctx context.Context, cfg *config.Config, rdb redis.UniversalCli
 	}
 	d.proc = worker.NewPipeline(worker.PipelineOptions{
 		Redis: rdb, Routes: routes,
-		StateTTL: cfg.Worker.StateTTL, WrittenTTL: cfg.Worker.IDMapTTL, LockTTL: cfg.Queue.TaskTimeout,
+		StateTTL: cfg.Worker.StateTTL, WrittenTTL: cfg.Worker.IDMapTTL,
 		Logger: log.With("component", "pipeline"), Registerer: reg,
 	})
 	return d, nil
