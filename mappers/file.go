@@ -14,7 +14,7 @@ type File struct {
 	Timezone string `yaml:"timezone,omitempty" jsonschema_description:"IANA time zone that format_time uses by default. Default Asia/Tokyo."`
 	Region   string `yaml:"region,omitempty" jsonschema:"pattern=^[A-Z]{2}$" jsonschema_description:"Default region (ISO 3166 alpha-2) for phone numbers written without a country code. Default JP."`
 
-	ExternalID *ExternalIDDef      `yaml:"external_id" jsonschema:"required" jsonschema_description:"The CRM field that identifies an activity across retries and events, and its value."`
+	ExternalID *ExternalIDDef      `yaml:"external_id,omitempty" jsonschema_description:"How retries and later events find the same activity: the id's value (default detail.id) and, rarely, the CRM field that holds it (default: the connection's record key)."`
 	Skip       []SkipRule          `yaml:"skip,omitempty" jsonschema_description:"Rules that skip a call detail: the first rule whose when is true wins and its reason is reported."`
 	Tables     map[string]TableDef `yaml:"tables,omitempty" jsonschema_description:"Lookup tables used by lookup() and lookup_first(), by name."`
 	Fields     []FieldDef          `yaml:"fields" jsonschema:"required,minItems=1" jsonschema_description:"The CRM fields of a record, in the order they are sent."`
@@ -22,9 +22,13 @@ type File struct {
 	Owner      *OwnerDef           `yaml:"owner,omitempty" jsonschema_description:"How the worker finds the rep's CRM user by e-mail."`
 }
 
-// ExternalIDDef names the external-id field and its value.
+// ExternalIDDef is the external id's value and, optionally, the CRM field that holds it. The
+// field is normally left out: the connection's record key (Salesforce external_id_field,
+// HubSpot unique_property) is the one source of truth, so the mapping and the CRM setup
+// cannot name different fields. A mapping names one only to write a route's activities
+// under a different key than the connection's.
 type ExternalIDDef struct {
-	Field string `yaml:"field" jsonschema:"required,minLength=1" jsonschema_description:"CRM field holding the MiiTel id, e.g. MiiTel_Detail_Id__c (Salesforce) or a unique HubSpot property."`
+	Field string `yaml:"field,omitempty" jsonschema:"minLength=1" jsonschema_description:"Overrides the connection's record key for this mapping: the Salesforce External ID field (e.g. MiiTel_Detail_Id__c) or the HubSpot unique call property. Leave it out to use the connection's (salesforce.external_id_field, hubspot.unique_property)."`
 	Value *Expr  `yaml:"value,omitempty" jsonschema_description:"Expression of the id. Default detail.id (the call detail id)."`
 	at    pos
 }

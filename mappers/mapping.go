@@ -100,6 +100,11 @@ func (m *Mapping) Object() string { return m.object }
 // File is the name the mapping was parsed under.
 func (m *Mapping) File() string { return m.file }
 
+// ExternalIDField is the record-key field the mapping names in external_id.field, or "" when
+// it leaves the choice to the connection (salesforce.external_id_field,
+// hubspot.unique_property), as the shipped mappings do.
+func (m *Mapping) ExternalIDField() string { return m.extField }
+
 // Load reads and parses a mapping file.
 func Load(path string) (*Mapping, error) {
 	src, err := os.ReadFile(path)
@@ -199,14 +204,16 @@ func (c *compiler) mapping(f *File) *Mapping {
 	m.b = c.b
 	c.opts = append([]expr.Option{expr.Env(Env{})}, c.b.options()...)
 
-	if x := f.ExternalID; x != nil {
-		m.extField = x.Field
-		src := x.Value
-		if src == nil {
-			src = &Expr{Src: "detail.id", at: x.at}
-		}
-		m.extID = c.compile(src, "external_id.value", wantText)
+	x := f.ExternalID
+	if x == nil {
+		x = &ExternalIDDef{}
 	}
+	m.extField = x.Field
+	src := x.Value
+	if src == nil {
+		src = &Expr{Src: "detail.id", at: x.at}
+	}
+	m.extID = c.compile(src, "external_id.value", wantText)
 	for i, s := range f.Skip {
 		path := fmt.Sprintf("skip[%d]", i)
 		m.skips = append(m.skips, skipRule{when: c.compile(&s.When, path+".when", wantBool), reason: s.Reason})

@@ -82,7 +82,6 @@ func TestParseErrors(t *testing.T) {
 			want: []string{
 				"t.yaml:1:1: missing required key \"crm\"",
 				"t.yaml:1:1: missing required key \"object\"",
-				"t.yaml:1:1: missing required key \"external_id\"",
 			},
 		},
 		{

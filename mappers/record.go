@@ -22,7 +22,9 @@ type Record struct {
 
 // ExternalID is the field that carries the MiiTel id in the CRM and its value.
 type ExternalID struct {
-	Field string `json:"field"`
+	// Field is the record-key field a mapping names; "" (the usual) leaves it to the
+	// connection (salesforce.external_id_field, hubspot.unique_property).
+	Field string `json:"field,omitempty"`
 	Value string `json:"value"`
 }
 

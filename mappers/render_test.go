@@ -209,3 +209,38 @@ func TestRenderErrorNamesTheExpression(t *testing.T) {
 		t.Errorf("a numeric level: %v, %v; want level 30", rec, err)
 	}
 }
+
+// The record key is the connection's unless a mapping names one: the shipped mappings name
+// none (one source of truth, the connection's setting), and a mapping without external_id
+// keys activities by detail.id.
+func TestExternalIDFieldIsTheConnectionsUnlessNamed(t *testing.T) {
+	for _, crm := range []string{"hubspot", "salesforce"} {
+		m, err := Builtin(crm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := m.ExternalIDField(); f != "" {
+			t.Errorf("shipped %s mapping names record key %q; the connection's setting must decide", crm, f)
+		}
+	}
+	src := "version: 1\ncrm: salesforce\nobject: Task\nfields:\n  - {name: Subject, value: call_id}\n"
+	m, err := Parse("bare.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &miitel.Event{Route: "r", CallID: "c1", TenantCode: "t", Kind: miitel.KindAnalysis, Detail: miitel.Detail{ID: "d1", CallType: "OUTGOING_CALL"}}
+	rec, skip, err := m.Render(ev)
+	if err != nil || skip != nil {
+		t.Fatalf("render: %v, %v", skip, err)
+	}
+	if rec.ExternalID != (ExternalID{Value: "d1"}) {
+		t.Errorf("external id %+v, want detail.id with no field", rec.ExternalID)
+	}
+	named, err := Parse("named.yaml", []byte(strings.Replace(src, "fields:", "external_id: {field: Other_Key__c}\nfields:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := named.ExternalIDField(); f != "Other_Key__c" {
+		t.Errorf("ExternalIDField() = %q, want the named Other_Key__c", f)
+	}
+}

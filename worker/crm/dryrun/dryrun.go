@@ -12,6 +12,7 @@
 package dryrun
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -50,6 +51,10 @@ type Options struct {
 	HubSpotUniqueProperty string
 	// SalesforceAPIVersion defaults to the Salesforce connector's.
 	SalesforceAPIVersion string
+	// SalesforceExternalIDField is the record key a Salesforce record is printed under when
+	// its mapping names none (as the shipped one does): a connection's external_id_field;
+	// default MiiTel_Detail_Id__c, the name docs/crm-salesforce.md has admins create.
+	SalesforceExternalIDField string
 }
 
 // Request is one request the dry run would have sent.
@@ -75,6 +80,9 @@ func New(o Options) *Connector {
 	}
 	if o.SalesforceBaseURL == "" {
 		o.SalesforceBaseURL = "https://{my-domain}.my.salesforce.com"
+	}
+	if o.SalesforceExternalIDField == "" {
+		o.SalesforceExternalIDField = "MiiTel_Detail_Id__c"
 	}
 	if o.SalesforceAPIVersion == "" {
 		o.SalesforceAPIVersion = salesforce.DefaultAPIVersion
@@ -144,7 +152,7 @@ func (c *Connector) print(rec *mappers.Record, first bool, reqs []Request) {
 	if obj == "" {
 		obj = "calls"
 	}
-	fmt.Fprintf(c.o.Out, "--- dry-run: %s %s %s=%s (mapping %s), %d requests\n", what, obj, rec.ExternalID.Field, rec.ExternalID.Value, rec.MappingVersion, len(reqs))
+	fmt.Fprintf(c.o.Out, "--- dry-run: %s %s external_id=%s (mapping %s), %d requests\n", what, obj, rec.ExternalID.Value, rec.MappingVersion, len(reqs))
 	for _, r := range reqs {
 		fmt.Fprintf(c.o.Out, "%s %s\n", r.Method, r.URL)
 		if len(r.Body) > 0 {
@@ -222,7 +230,7 @@ func (c *Connector) hubspot(rec *mappers.Record, first bool) ([]Request, error) 
 
 func (c *Connector) salesforce(rec *mappers.Record, first bool) ([]Request, error) {
 	base := c.o.SalesforceBaseURL + "/services/data/" + c.o.SalesforceAPIVersion
-	object, field, value := rec.Object, rec.ExternalID.Field, rec.ExternalID.Value
+	object, field, value := rec.Object, cmp.Or(rec.ExternalID.Field, c.o.SalesforceExternalIDField), rec.ExternalID.Value
 	fields, createOnly, err := salesforce.Fields(rec.Fields, field)
 	if err != nil {
 		return nil, &crm.Error{Class: crm.Permanent, Op: "dryrun: render fields", Code: "MAPPING", Msg: err.Error()}
