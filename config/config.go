@@ -170,6 +170,7 @@ type Connection struct {
 	HubSpot    *HubSpot    `yaml:"hubspot,omitempty" json:"hubspot,omitempty"`
 	Salesforce *Salesforce `yaml:"salesforce,omitempty" json:"salesforce,omitempty"`
 	RateLimit  RateLimit   `yaml:"rate_limit" json:"rate_limit"`
+	Batch      Batch       `yaml:"batch" json:"batch"`
 	// Cache TTLs for contact and owner lookups; misses are cached for MissTTL.
 	LookupTTL time.Duration `yaml:"lookup_ttl" json:"lookup_ttl"`
 	MissTTL   time.Duration `yaml:"miss_ttl" json:"miss_ttl"`
@@ -183,6 +184,23 @@ type RateLimit struct {
 	// SearchPerSecond limits contact searches separately (HubSpot search is 5/s).
 	SearchPerSecond int `yaml:"search_per_second" json:"search_per_second"`
 }
+
+// Batch shapes how a connection groups calls into one CRM request (HubSpot batch APIs,
+// Salesforce sObject Collections). A batch goes when it is full or its first call has waited
+// Linger; while it waits for rate-limit budget, later calls join it.
+type Batch struct {
+	// MaxSize is the most calls one request carries; 0 takes the vendor's maximum (HubSpot
+	// 100, Salesforce 200), which is also the upper bound. 1 turns batching off.
+	MaxSize int `yaml:"max_size" json:"max_size"`
+	// Linger is how long the first call of a batch waits for others (default 1s).
+	Linger time.Duration `yaml:"linger" json:"linger"`
+}
+
+// Vendor maxima of one batch request.
+const (
+	HubSpotMaxBatch    = 100 // batch/create|update|upsert inputs
+	SalesforceMaxBatch = 200 // sObject Collections records
+)
 
 // HubSpot is a HubSpot account: a private-app token, or an OAuth app with a refresh token
 // (stored by `miitel-crm-sync oauth connect hubspot` or given here).

@@ -43,7 +43,9 @@ func Default() *Config {
 			TaskTimeout:  2 * time.Minute,
 		},
 		Worker: Worker{
-			Concurrency:     10,
+			// Batches form from the tasks a worker runs at once, so concurrency bounds the
+			// batch size: a task waiting in a batch is a parked goroutine, not a thread.
+			Concurrency:     200,
 			ShutdownTimeout: 20 * time.Second,
 			StateTTL:        7 * 24 * time.Hour,
 			IDMapTTL:        90 * 24 * time.Hour,

@@ -203,6 +203,16 @@ func (c *Config) validateConnections(errs *ErrorList) {
 		if cn.RateLimit.Requests < 0 || cn.RateLimit.Per < 0 || cn.RateLimit.SearchPerSecond < 0 {
 			errs.add("%s.rate_limit: values must not be negative", p)
 		}
+		maxBatch := map[string]int{"hubspot": HubSpotMaxBatch, "salesforce": SalesforceMaxBatch}[cn.Type]
+		switch {
+		case cn.Batch.MaxSize < 0:
+			errs.add("%s.batch.max_size: must not be negative", p)
+		case maxBatch > 0 && cn.Batch.MaxSize > maxBatch:
+			errs.add("%s.batch.max_size: %d is over %s's limit of %d per request", p, cn.Batch.MaxSize, cn.Type, maxBatch)
+		}
+		if cn.Batch.Linger < 0 || cn.Batch.Linger > 30*time.Second {
+			errs.add("%s.batch.linger: %s is outside 0s..30s (calls wait this long for a batch)", p, cn.Batch.Linger)
+		}
 	}
 }
 
