@@ -92,7 +92,9 @@ func (s *Server) start() {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "Ready to accept connections") {
+			// A data node says it is ready; a Sentinel has no data to load and says which
+			// master it monitors instead.
+			if line := sc.Text(); strings.Contains(line, "Ready to accept connections") || strings.Contains(line, "+monitor master") {
 				ready <- nil
 				// Keep draining so redis-server never blocks on a full pipe.
 				for sc.Scan() {
