@@ -25,8 +25,9 @@ type Config struct {
 
 // Log configures log/slog.
 type Log struct {
-	Level  string `yaml:"level" json:"level" env:"MCS_LOG_LEVEL"`    // debug|info|warn|error
-	Format string `yaml:"format" json:"format" env:"MCS_LOG_FORMAT"` // json|text
+	Level string `yaml:"level" json:"level" env:"MCS_LOG_LEVEL"` // debug|info|warn|error
+	// Format is auto (text when stderr is a terminal, JSON otherwise), json or text.
+	Format string `yaml:"format" json:"format" env:"MCS_LOG_FORMAT"`
 }
 
 // Server configures the receiver's HTTP server.
@@ -119,6 +120,9 @@ type Worker struct {
 	HotReload bool `yaml:"hot_reload" json:"hot_reload" env:"MCS_WORKER_HOT_RELOAD"`
 	// MetricsListen serves /metrics, /healthz and /readyz for a worker-only process.
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen" env:"MCS_WORKER_METRICS_LISTEN"`
+	// CheckInterval is how often a worker runs the connection check again while any line of
+	// it failed or could not be verified, so a fixed CRM setting clears without a restart.
+	CheckInterval time.Duration `yaml:"check_interval" json:"check_interval"`
 }
 
 // Route is one MiiTel webhook setting: its URL path /webhooks/miitel/{name}, the credentials
@@ -174,10 +178,20 @@ type Connection struct {
 	// Cache TTLs for contact and owner lookups; misses are cached for MissTTL.
 	LookupTTL time.Duration `yaml:"lookup_ttl" json:"lookup_ttl"`
 	MissTTL   time.Duration `yaml:"miss_ttl" json:"miss_ttl"`
+	// Check configures the connection check (`miitel-crm-sync check`, and at worker start).
+	Check Check `yaml:"check" json:"check"`
+}
+
+// Check is what the connection check verifies beyond the connection itself.
+type Check struct {
+	// OwnerEmail is a rep's CRM login e-mail; the check looks it up as the worker looks up
+	// a call's owner. Empty: the owner lookup is not checked.
+	OwnerEmail string `yaml:"owner_email" json:"owner_email"`
 }
 
 // RateLimit is the per-connection request budget shared by every worker replica through
-// Redis. Zero values take the vendor's documented limits.
+// Redis. Load fills what the file leaves out with the vendor's documented limits (see
+// vendor.go).
 type RateLimit struct {
 	Requests int           `yaml:"requests" json:"requests"` // per Per
 	Per      time.Duration `yaml:"per" json:"per"`
@@ -192,15 +206,9 @@ type Batch struct {
 	// MaxSize is the most calls one request carries; 0 takes the vendor's maximum (HubSpot
 	// 100, Salesforce 200), which is also the upper bound. 1 turns batching off.
 	MaxSize int `yaml:"max_size" json:"max_size"`
-	// Linger is how long the first call of a batch waits for others (default 1s).
+	// Linger is how long the first call of a batch waits for others (0: the default, 1s).
 	Linger time.Duration `yaml:"linger" json:"linger"`
 }
-
-// Vendor maxima of one batch request.
-const (
-	HubSpotMaxBatch    = 100 // batch/create|update|upsert inputs
-	SalesforceMaxBatch = 200 // sObject Collections records
-)
 
 // HubSpot is a HubSpot account: a private-app token, or an OAuth app with a refresh token
 // (stored by `miitel-crm-sync oauth connect hubspot` or given here).

@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,9 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
 )
 
 // Default is the configuration before any file or environment is applied: the embedded
@@ -19,7 +21,7 @@ import (
 // "default", dry-run CRM).
 func Default() *Config {
 	return &Config{
-		Log: Log{Level: "info", Format: "json"},
+		Log: Log{Level: "info", Format: "auto"},
 		Server: Server{
 			Listen:            ":8080",
 			MaxBodyBytes:      10 << 20, // a long transcript with phrases fits many times over
@@ -53,6 +55,7 @@ func Default() *Config {
 			RetryMax:        6 * time.Hour,
 			PollInterval:    5 * time.Second,
 			MetricsListen:   ":9090",
+			CheckInterval:   5 * time.Minute,
 		},
 	}
 }
@@ -76,48 +79,133 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 }
 
 // LoadFor builds the configuration: defaults, then the YAML file at path (if path is not
-// empty), then environment variables, then the role's secrets are resolved and Validate
-// runs. Every problem found is returned at once as an ErrorList. Secrets outside the role
-// stay unresolved (their Value is empty).
+// empty), then environment variables, then the vendor defaults of what is still unset, then
+// the role's secrets are resolved and Validate runs. Every problem found is returned at once
+// as an ErrorList, each positioned file:line:col where the file holds the key (or naming
+// the environment variable that set it). Secrets outside the role stay unresolved (their
+// Value is empty).
 func LoadFor(path string, getenv func(string) string, role Role) (*Config, error) {
 	cfg := Default()
+	var errs ErrorList
+	src := &source{file: path}
 	if path != "" {
-		src, err := os.ReadFile(path)
+		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if err := decodeYAML(path, src, cfg); err != nil {
-			return nil, err
+		if fatal := decodeYAML(path, b, cfg, src, &errs); fatal != nil {
+			// The file is not a config (bad syntax, unknown key, wrong type): what was
+			// decoded of it is not worth validating.
+			return nil, append(errs, fatal)
 		}
 		cfg.Source = path
 	}
 	if len(cfg.Routes) == 0 && path == "" {
 		cfg.Routes = []Route{defaultRoute()}
 	}
-	if err := applyEnv(cfg, getenv); err != nil {
-		return nil, err
-	}
-	var errs ErrorList
+	envPaths := applyEnv(cfg, getenv, &errs)
+	cfg.fillDefaults()
+	cfg.secrets(RoleAll, func(_ string, s *Secret) {
+		if err := s.problem(path); err != nil {
+			errs = append(errs, err)
+		}
+	})
 	cfg.resolveSecrets(getenv, role, &errs)
 	cfg.validate(&errs)
 	if len(errs) > 0 {
+		for _, e := range errs {
+			if fe, ok := e.(*fieldError); ok {
+				fe.where = envPaths[fe.path]
+				if fe.where == "" {
+					fe.where = src.position(fe.path)
+				}
+			}
+		}
 		return nil, errs
 	}
 	return cfg, nil
 }
 
-// decodeYAML decodes strictly: an unknown key, a wrong type or a duplicate key is an error
-// naming file:line:col.
-func decodeYAML(path string, src []byte, cfg *Config) error {
-	if len(bytes.TrimSpace(src)) == 0 {
+// source is where the keys of a config file are: YAML path ("routes[1].name") -> "file:line:col".
+type source struct {
+	file string
+	pos  map[string]string
+}
+
+// record notes where the key of n is: for a key with a scalar value the value (what is
+// wrong is usually the value), for a key with a mapping or list the key, for a list
+// element its first key.
+func (s *source) record(n ast.Node) {
+	var tk *token.Token
+	switch n := n.(type) {
+	case *ast.MappingValueNode:
+		tk = n.Key.GetToken()
+		if _, scalar := n.Value.(ast.ScalarNode); scalar {
+			tk = n.Value.GetToken()
+		}
+	case *ast.MappingNode:
+		if !strings.HasSuffix(n.GetPath(), "]") {
+			return
+		}
+		tk = n.GetToken()
+		if len(n.Values) > 0 {
+			tk = n.Values[0].Key.GetToken()
+		}
+	default:
+		return
+	}
+	p := strings.TrimPrefix(strings.TrimPrefix(n.GetPath(), "$"), ".")
+	if _, seen := s.pos[p]; seen || p == "" || tk == nil || tk.Position == nil {
+		return
+	}
+	s.pos[p] = fmt.Sprintf("%s:%d:%d", s.file, tk.Position.Line, tk.Position.Column)
+}
+
+// position is the place of path in the file, or of its nearest ancestor the file holds
+// ("routes[0].auth" when routes[0] has no auth key: the route). "" when neither is there.
+func (s *source) position(path string) string {
+	for path != "" {
+		if p, ok := s.pos[path]; ok {
+			return p
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return ""
+}
+
+// visitor records the position of every node of a file.
+type visitor struct{ s *source }
+
+func (v visitor) Visit(n ast.Node) ast.Visitor {
+	v.s.record(n)
+	return v
+}
+
+// decodeYAML decodes strictly: an unknown key, a wrong type or a duplicate key is the fatal
+// error it returns, naming file:line:col. Problems that leave the rest of the file readable
+// (a duration that does not parse, a literal secret) are appended to errs and decoding goes
+// on, so they are reported together with everything else.
+func decodeYAML(path string, b []byte, cfg *Config, src *source, errs *ErrorList) error {
+	src.pos = map[string]string{}
+	if len(bytes.TrimSpace(b)) == 0 {
 		return nil
 	}
-	if errs := checkDurations(path, src); len(errs) > 0 {
-		return errs
+	file, err := parser.ParseBytes(b, 0)
+	if err != nil {
+		return positioned(path, err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(src), yaml.DisallowUnknownField())
-	if err := dec.Decode(cfg); err != nil {
-		return ErrorList{positioned(path, err)}
+	if len(file.Docs) == 0 || file.Docs[0].Body == nil {
+		return nil
+	}
+	body := file.Docs[0].Body
+	ast.Walk(visitor{src}, body)
+	walkDurations(path, body, reflect.TypeOf(Config{}), errs)
+	if err := yaml.NodeToValue(body, cfg, yaml.DisallowUnknownField()); err != nil {
+		return positioned(path, err)
 	}
 	return nil
 }
@@ -133,31 +221,40 @@ func positioned(path string, err error) error {
 	return fmt.Errorf("%s: %w", path, err)
 }
 
-// applyEnv overrides scalar fields from MCS_* variables (see the env tags in config.go).
-func applyEnv(cfg *Config, getenv func(string) string) error {
+// applyEnv overrides scalar fields from MCS_* variables (see the env tags in config.go). It
+// returns, for each key a variable set, "environment NAME", which is where a problem with
+// that key's value comes from.
+func applyEnv(cfg *Config, getenv func(string) string, errs *ErrorList) map[string]string {
 	environ := map[string]string{}
-	collectEnvNames(reflect.TypeOf(*cfg), func(name string) {
+	paths := map[string]string{}
+	collectEnvNames(reflect.TypeOf(*cfg), "", func(name, path string) {
 		if v := getenv(name); v != "" {
 			environ[name] = v
+			paths[path] = "environment " + name
 		}
 	})
 	if err := env.ParseWithOptions(cfg, env.Options{Environment: environ}); err != nil {
-		return ErrorList{fmt.Errorf("environment: %w", err)}
+		*errs = append(*errs, fmt.Errorf("environment: %w", err))
 	}
-	return nil
+	return paths
 }
 
 // collectEnvNames walks the struct for env tags, so only the variables we read are looked up
-// through getenv (tests pass a map; production passes os.Getenv).
-func collectEnvNames(t reflect.Type, visit func(string)) {
+// through getenv (tests pass a map; production passes os.Getenv). path is the key's YAML path.
+func collectEnvNames(t reflect.Type, prefix string, visit func(name, path string)) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		path := key
+		if prefix != "" {
+			path = prefix + "." + key
+		}
 		if name := f.Tag.Get("env"); name != "" {
-			visit(name)
+			visit(name, path)
 		}
 		ft := f.Type
 		if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Time{}) {
-			collectEnvNames(ft, visit)
+			collectEnvNames(ft, path, visit)
 		}
 	}
 }
@@ -178,56 +275,3 @@ func (l ErrorList) Error() string {
 
 // Unwrap lets errors.Is/As look into every problem.
 func (l ErrorList) Unwrap() []error { return l }
-
-// Dump is the resolved configuration as JSON with every secret masked and durations
-// written as Go durations ("20s"), for the start-up log and `miitel-crm-sync config`.
-func (c *Config) Dump() string {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Sprintf("config: dump: %v", err)
-	}
-	var tree any
-	if err := json.Unmarshal(b, &tree); err != nil {
-		return string(b)
-	}
-	humanDurations(tree, reflect.TypeOf(*c))
-	if b, err = json.Marshal(tree); err != nil {
-		return fmt.Sprintf("config: dump: %v", err)
-	}
-	return string(b)
-}
-
-// humanDurations rewrites, in the decoded JSON tree, every value whose Go field is a
-// time.Duration from nanoseconds to its String form.
-func humanDurations(node any, t reflect.Type) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch n := node.(type) {
-	case map[string]any:
-		if t.Kind() != reflect.Struct {
-			return
-		}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			v, ok := n[name]
-			if !ok {
-				continue
-			}
-			if f.Type == durationType {
-				if ns, ok := v.(float64); ok {
-					n[name] = time.Duration(ns).String()
-				}
-				continue
-			}
-			humanDurations(v, f.Type)
-		}
-	case []any:
-		if t.Kind() == reflect.Slice {
-			for _, e := range n {
-				humanDurations(e, t.Elem())
-			}
-		}
-	}
-}

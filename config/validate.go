@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/mail"
 	"net/url"
 	"regexp"
 	"strings"
@@ -12,31 +13,47 @@ import (
 
 var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-// resolveSecrets reads every Secret from its env var or file; each failure is recorded with
-// the secret's place in the config.
-func (c *Config) resolveSecrets(getenv func(string) string, role Role, errs *ErrorList) {
-	resolve := func(where string, s *Secret) {
-		if err := s.Resolve(getenv); err != nil {
-			errs.add("%s: %v", where, err)
-		}
+// fieldError is a problem with the value at path (a YAML path: "routes[1].name"). Load sets
+// where: the file position of the key, or the environment variable that set it.
+type fieldError struct {
+	path, msg, where string
+}
+
+func (e *fieldError) Error() string {
+	s := e.msg
+	if e.path != "" {
+		s = e.path + ": " + s
 	}
-	resolve("redis.password", &c.Redis.Password)
-	resolve("redis.sentinel.password", &c.Redis.Sentinel.Password)
+	if e.where != "" {
+		s = e.where + ": " + s
+	}
+	return s
+}
+
+// at records a problem with the value at path.
+func (l *ErrorList) at(path, format string, a ...any) {
+	*l = append(*l, &fieldError{path: path, msg: fmt.Sprintf(format, a...)})
+}
+
+// secrets visits every Secret a process of role resolves, with its YAML path.
+func (c *Config) secrets(role Role, visit func(path string, s *Secret)) {
+	visit("redis.password", &c.Redis.Password)
+	visit("redis.sentinel.password", &c.Redis.Sentinel.Password)
 	if role.Receiver {
 		for i := range c.Routes {
 			a := &c.Routes[i].Auth
 			p := fmt.Sprintf("routes[%d].auth", i)
 			for j := range a.Bearer {
-				resolve(fmt.Sprintf("%s.bearer[%d]", p, j), &a.Bearer[j])
+				visit(fmt.Sprintf("%s.bearer[%d]", p, j), &a.Bearer[j])
 			}
 			for j := range a.Basic {
-				resolve(fmt.Sprintf("%s.basic[%d].password", p, j), &a.Basic[j].Password)
+				visit(fmt.Sprintf("%s.basic[%d].password", p, j), &a.Basic[j].Password)
 			}
 			for j := range a.Headers {
-				resolve(fmt.Sprintf("%s.headers[%d].value", p, j), &a.Headers[j].Value)
+				visit(fmt.Sprintf("%s.headers[%d].value", p, j), &a.Headers[j].Value)
 			}
 			for j := range a.Payload {
-				resolve(fmt.Sprintf("%s.payload[%d].value", p, j), &a.Payload[j].Value)
+				visit(fmt.Sprintf("%s.payload[%d].value", p, j), &a.Payload[j].Value)
 			}
 		}
 	}
@@ -45,17 +62,27 @@ func (c *Config) resolveSecrets(getenv func(string) string, role Role, errs *Err
 			cn := &c.Connections[i]
 			p := fmt.Sprintf("connections[%d]", i)
 			if h := cn.HubSpot; h != nil {
-				resolve(p+".hubspot.private_app_token", &h.PrivateAppToken)
-				resolve(p+".hubspot.client_secret", &h.ClientSecret)
-				resolve(p+".hubspot.refresh_token", &h.RefreshToken)
+				visit(p+".hubspot.private_app_token", &h.PrivateAppToken)
+				visit(p+".hubspot.client_secret", &h.ClientSecret)
+				visit(p+".hubspot.refresh_token", &h.RefreshToken)
 			}
 			if s := cn.Salesforce; s != nil {
-				resolve(p+".salesforce.client_secret", &s.ClientSecret)
-				resolve(p+".salesforce.private_key", &s.PrivateKey)
-				resolve(p+".salesforce.refresh_token", &s.RefreshToken)
+				visit(p+".salesforce.client_secret", &s.ClientSecret)
+				visit(p+".salesforce.private_key", &s.PrivateKey)
+				visit(p+".salesforce.refresh_token", &s.RefreshToken)
 			}
 		}
 	}
+}
+
+// resolveSecrets reads every Secret of the role from its env var or file; each failure is
+// recorded with the secret's place in the config.
+func (c *Config) resolveSecrets(getenv func(string) string, role Role, errs *ErrorList) {
+	c.secrets(role, func(path string, s *Secret) {
+		if err := s.Resolve(getenv); err != nil {
+			errs.at(path, "%v", err)
+		}
+	})
 }
 
 // Validate reports every problem of an already loaded configuration at once.
@@ -71,31 +98,34 @@ func (c *Config) Validate() error {
 func (c *Config) validate(errs *ErrorList) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {
-		errs.add("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+		errs.at("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
-	if c.Log.Format != "json" && c.Log.Format != "text" {
-		errs.add("log.format: %q is not json or text", c.Log.Format)
+	switch c.Log.Format {
+	case "auto", "json", "text":
+	default:
+		errs.at("log.format", "%q is not auto, json or text", c.Log.Format)
 	}
 	c.validateServer(errs)
 	c.validateRedis(errs)
 	if c.Queue.Name == "" {
-		errs.add("queue.name: must not be empty")
+		errs.at("queue.name", "must not be empty")
 	}
 	positive(errs, "queue.dedupe_window", c.Queue.DedupeWindow)
 	positive(errs, "queue.task_timeout", c.Queue.TaskTimeout)
 	if c.Queue.MaxRetry < 0 {
-		errs.add("queue.max_retry: must not be negative")
+		errs.at("queue.max_retry", "must not be negative")
 	}
 	if c.Worker.Concurrency < 1 {
-		errs.add("worker.concurrency: must be at least 1")
+		errs.at("worker.concurrency", "must be at least 1")
 	}
 	positive(errs, "worker.shutdown_timeout", c.Worker.ShutdownTimeout)
 	positive(errs, "worker.state_ttl", c.Worker.StateTTL)
 	positive(errs, "worker.id_map_ttl", c.Worker.IDMapTTL)
 	positive(errs, "worker.retry_base", c.Worker.RetryBase)
 	positive(errs, "worker.poll_interval", c.Worker.PollInterval)
+	positive(errs, "worker.check_interval", c.Worker.CheckInterval)
 	if c.Worker.RetryMax < c.Worker.RetryBase {
-		errs.add("worker.retry_max: must not be below worker.retry_base")
+		errs.at("worker.retry_max", "must not be below worker.retry_base")
 	}
 	c.validateConnections(errs)
 	c.validateRoutes(errs)
@@ -104,10 +134,10 @@ func (c *Config) validate(errs *ErrorList) {
 func (c *Config) validateServer(errs *ErrorList) {
 	s := c.Server
 	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
-		errs.add("server.listen: %q is not host:port: %v", s.Listen, err)
+		errs.at("server.listen", "%q is not host:port: %v", s.Listen, err)
 	}
 	if s.MaxBodyBytes < 1<<10 {
-		errs.add("server.max_body_bytes: %d is too small (at least 1024)", s.MaxBodyBytes)
+		errs.at("server.max_body_bytes", "%d is too small (at least 1024)", s.MaxBodyBytes)
 	}
 	positive(errs, "server.read_header_timeout", s.ReadHeaderTimeout)
 	positive(errs, "server.read_timeout", s.ReadTimeout)
@@ -118,7 +148,7 @@ func (c *Config) validateServer(errs *ErrorList) {
 	positive(errs, "server.retry_after", s.RetryAfter)
 	for i, p := range s.TrustedProxies {
 		if _, _, err := net.ParseCIDR(p); err != nil {
-			errs.add("server.trusted_proxies[%d]: %q is not a CIDR", i, p)
+			errs.at(fmt.Sprintf("server.trusted_proxies[%d]", i), "%q is not a CIDR", p)
 		}
 	}
 }
@@ -131,26 +161,26 @@ func (c *Config) validateRedis(errs *ErrorList) {
 		u, err := url.Parse(r.URL)
 		switch {
 		case err != nil:
-			errs.add("redis.url: %v", err)
+			errs.at("redis.url", "%v", err)
 		case u.Scheme != "redis" && u.Scheme != "rediss":
-			errs.add("redis.url: scheme %q is not redis or rediss", u.Scheme)
+			errs.at("redis.url", "scheme %q is not redis or rediss", u.Scheme)
 		case u.User != nil:
 			if _, hasPass := u.User.Password(); hasPass {
-				errs.add("redis.url: must not contain a password; use redis.password {env|file}")
+				errs.at("redis.url", "must not contain a password; use redis.password {env|file}")
 			}
 		}
 	}
 	if r.Sentinel.MasterName != "" || len(r.Sentinel.Addrs) > 0 {
 		set++
 		if r.Sentinel.MasterName == "" || len(r.Sentinel.Addrs) == 0 {
-			errs.add("redis.sentinel: needs both master_name and addrs")
+			errs.at("redis.sentinel", "needs both master_name and addrs")
 		}
 	}
 	if len(r.Cluster.Addrs) > 0 {
 		set++
 	}
 	if set > 1 {
-		errs.add("redis: set only one of url, sentinel or cluster")
+		errs.at("redis", "set only one of url, sentinel or cluster")
 	}
 }
 
@@ -161,64 +191,80 @@ func (c *Config) validateConnections(errs *ErrorList) {
 		checkName(errs, seen, p, cn.Name, "")
 		switch cn.Type {
 		case "hubspot":
-			if cn.HubSpot == nil {
-				errs.add("%s.hubspot: required for type hubspot", p)
-			} else if !cn.HubSpot.PrivateAppToken.Set() && !cn.HubSpot.ClientSecret.Set() {
-				errs.add("%s.hubspot: set private_app_token, or client_id + client_secret for OAuth", p)
-			} else if cn.HubSpot.ClientSecret.Set() && cn.HubSpot.ClientID == "" {
-				errs.add("%s.hubspot.client_id: required with client_secret", p)
+			h := cn.HubSpot
+			switch {
+			case h == nil:
+				errs.at(p+".hubspot", "required for type hubspot")
+			case !h.PrivateAppToken.Set() && !h.ClientSecret.Set():
+				errs.at(p+".hubspot", "set private_app_token, or client_id + client_secret for OAuth")
+			case h.ClientSecret.Set() && h.ClientID == "":
+				errs.at(p+".hubspot.client_id", "required with client_secret")
 			}
 		case "salesforce":
 			if cn.Salesforce == nil {
-				errs.add("%s.salesforce: required for type salesforce", p)
+				errs.at(p+".salesforce", "required for type salesforce")
 				continue
 			}
 			s := cn.Salesforce
 			if s.LoginURL == "" && s.TokenURL == "" {
-				errs.add("%s.salesforce.login_url: required (your My Domain URL)", p)
+				errs.at(p+".salesforce.login_url", "required (your My Domain URL)")
 			}
 			if s.ClientID == "" {
-				errs.add("%s.salesforce.client_id: required", p)
+				errs.at(p+".salesforce.client_id", "required")
 			}
 			if s.ExternalIDField == "" {
-				errs.add("%s.salesforce.external_id_field: required (the Task External ID field, e.g. MiiTel_Detail_Id__c)", p)
+				errs.at(p+".salesforce.external_id_field", "required (the Task External ID field, e.g. MiiTel_Detail_Id__c)")
 			}
 			switch s.Flow {
 			case "client_credentials":
 				if !s.ClientSecret.Set() {
-					errs.add("%s.salesforce.client_secret: required for flow client_credentials", p)
+					errs.at(p+".salesforce.client_secret", "required for flow client_credentials")
 				}
 			case "jwt":
 				if !s.PrivateKey.Set() || s.Username == "" {
-					errs.add("%s.salesforce: flow jwt needs private_key and username", p)
+					errs.at(p+".salesforce", "flow jwt needs private_key and username")
 				}
 			case "refresh_token":
 			default:
-				errs.add("%s.salesforce.flow: %q is not client_credentials, jwt or refresh_token", p, s.Flow)
+				errs.at(p+".salesforce.flow", "%q is not client_credentials, jwt or refresh_token", s.Flow)
 			}
 		case "dryrun":
 		default:
-			errs.add("%s.type: %q is not hubspot, salesforce or dryrun", p, cn.Type)
+			errs.at(p+".type", "%q is not hubspot, salesforce or dryrun", cn.Type)
 		}
 		if cn.RateLimit.Requests < 0 || cn.RateLimit.Per < 0 || cn.RateLimit.SearchPerSecond < 0 {
-			errs.add("%s.rate_limit: values must not be negative", p)
+			errs.at(p+".rate_limit", "values must not be negative")
+		}
+		if e := cn.Check.OwnerEmail; e != "" && !emailLike(e) {
+			errs.at(p+".check.owner_email", "%q is not an e-mail address (a rep's CRM login, e.g. rep@example.com)", e)
 		}
 		maxBatch := map[string]int{"hubspot": HubSpotMaxBatch, "salesforce": SalesforceMaxBatch}[cn.Type]
 		switch {
 		case cn.Batch.MaxSize < 0:
-			errs.add("%s.batch.max_size: must not be negative", p)
+			errs.at(p+".batch.max_size", "must not be negative")
 		case maxBatch > 0 && cn.Batch.MaxSize > maxBatch:
-			errs.add("%s.batch.max_size: %d is over %s's limit of %d per request", p, cn.Batch.MaxSize, cn.Type, maxBatch)
+			errs.at(p+".batch.max_size", "%d is over %s's limit of %d per request", cn.Batch.MaxSize, cn.Type, maxBatch)
 		}
 		if cn.Batch.Linger < 0 || cn.Batch.Linger > 30*time.Second {
-			errs.add("%s.batch.linger: %s is outside 0s..30s (calls wait this long for a batch)", p, cn.Batch.Linger)
+			errs.at(p+".batch.linger", "%s is outside 0s..30s (calls wait this long for a batch)", cn.Batch.Linger)
 		}
 	}
 }
 
+// emailLike accepts a bare address (no display name) with a dot in its domain: what a CRM
+// user's login e-mail looks like.
+func emailLike(s string) bool {
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s || a.Name != "" {
+		return false
+	}
+	_, domain, _ := strings.Cut(s, "@")
+	return strings.Contains(strings.Trim(domain, "."), ".")
+}
+
 func (c *Config) validateRoutes(errs *ErrorList) {
 	if len(c.Routes) == 0 {
-		errs.add("routes: at least one route is required")
+		errs.at("routes", "at least one route is required")
 	}
 	conns := map[string]bool{}
 	for _, cn := range c.Connections {
@@ -229,30 +275,30 @@ func (c *Config) validateRoutes(errs *ErrorList) {
 		p := fmt.Sprintf("routes[%d]", i)
 		checkName(errs, seen, p, r.Name, " (it is the URL path /webhooks/miitel/<name>)")
 		if r.Connection != "" && !conns[r.Connection] {
-			errs.add("%s.connection: %q is not a configured connection", p, r.Connection)
+			errs.at(p+".connection", "%q is not a configured connection", r.Connection)
 		}
 		a := r.Auth
 		if len(a.Bearer)+len(a.Basic)+len(a.Headers)+len(a.Payload) == 0 && !a.Insecure {
-			errs.add("%s.auth: no credential configured; add bearer, basic, headers or payload (MiiTel's additional headers/payload)", p)
+			errs.at(p+".auth", "no credential configured; add bearer, basic, headers or payload (MiiTel's additional headers/payload)")
 		}
 		for j, b := range a.Basic {
 			if b.Username == "" || strings.Contains(b.Username, ":") {
-				errs.add("%s.auth.basic[%d].username: must be non-empty and contain no ':'", p, j)
+				errs.at(fmt.Sprintf("%s.auth.basic[%d].username", p, j), "must be non-empty and contain no ':'")
 			}
 		}
 		for j, h := range a.Headers {
 			if h.Name == "" {
-				errs.add("%s.auth.headers[%d].name: required", p, j)
+				errs.at(fmt.Sprintf("%s.auth.headers[%d].name", p, j), "required")
 			}
 		}
 		for j, pl := range a.Payload {
 			if pl.Key == "" || pl.Key == "call" || pl.Key == "challenge" {
-				errs.add("%s.auth.payload[%d].key: %q cannot be used (empty, call or challenge)", p, j, pl.Key)
+				errs.at(fmt.Sprintf("%s.auth.payload[%d].key", p, j), "%q cannot be used (empty, call or challenge)", pl.Key)
 			}
 		}
 		for j, cidr := range a.AllowCIDRs {
 			if _, _, err := net.ParseCIDR(cidr); err != nil {
-				errs.add("%s.auth.allow_cidrs[%d]: %q is not a CIDR", p, j, cidr)
+				errs.at(fmt.Sprintf("%s.auth.allow_cidrs[%d]", p, j), "%q is not a CIDR", cidr)
 			}
 		}
 	}
@@ -262,18 +308,16 @@ func (c *Config) validateRoutes(errs *ErrorList) {
 // up in URLs, Redis keys and env var names) or that is used twice.
 func checkName(errs *ErrorList, seen map[string]bool, p, name, hint string) {
 	if !routeName.MatchString(name) {
-		errs.add("%s.name: %q must be lower-case letters, digits, - or _%s", p, name, hint)
+		errs.at(p+".name", "%q must be lower-case letters, digits, - or _%s", name, hint)
 	}
 	if seen[name] {
-		errs.add("%s.name: %q is used twice", p, name)
+		errs.at(p+".name", "%q is used twice", name)
 	}
 	seen[name] = true
 }
 
 func positive(errs *ErrorList, name string, d time.Duration) {
 	if d <= 0 {
-		errs.add("%s: must be a positive duration (e.g. 30s, 24h)", name)
+		errs.at(name, "must be a positive duration (e.g. 30s, 24h)")
 	}
 }
-
-func (l *ErrorList) add(format string, a ...any) { *l = append(*l, fmt.Errorf(format, a...)) }

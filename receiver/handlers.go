@@ -263,7 +263,15 @@ func (r *Receiver) readyz(c *gin.Context) {
 		writeError(c, http.StatusServiceUnavailable, "unavailable", "redis is not reachable")
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	body := gin.H{"status": "ready"}
+	if r.detail != nil {
+		for k, v := range r.detail() {
+			if k != "status" {
+				body[k] = v
+			}
+		}
+	}
+	c.JSON(http.StatusOK, body)
 }
 
 // logRequests writes one log line per request after it is handled and counts webhook

@@ -38,6 +38,9 @@ type Options struct {
 	Gatherer   prometheus.Gatherer
 	// Now stamps Event.ReceivedAt; nil means time.Now.
 	Now func() time.Time
+	// ReadyDetail, when set, adds its entries to the /readyz body while ready (serve: the
+	// worker's connection check). It never changes the status code.
+	ReadyDetail func() map[string]any
 }
 
 // Receiver is the webhook HTTP service.
@@ -55,6 +58,7 @@ type Receiver struct {
 	m       *metrics
 	now     func() time.Time
 	handler http.Handler
+	detail  func() map[string]any
 }
 
 // New checks the options and builds the receiver. Every configuration problem is reported
@@ -151,6 +155,7 @@ func New(opts Options) (*Receiver, error) {
 		log:       log,
 		m:         m,
 		now:       now,
+		detail:    opts.ReadyDetail,
 	}
 
 	engine.Use(r.logRequests(), r.recoverPanics())

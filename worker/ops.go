@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,8 +23,33 @@ type Ops struct {
 	log     *slog.Logger
 }
 
-// NewOps builds the ops server on addr.
-func NewOps(addr string, rdb redis.UniversalClient, g prometheus.Gatherer, shutdownTimeout time.Duration, log *slog.Logger) *Ops {
+// OpsOptions is what NewOps needs.
+type OpsOptions struct {
+	Addr     string
+	Redis    redis.UniversalClient
+	Gatherer prometheus.Gatherer
+	// ShutdownTimeout bounds draining in-flight requests when the context ends.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	// Checks, when set, is the detail /readyz shows as "checks" (the connection check's last
+	// results). It never changes the status code: readiness is Redis's alone, since a worker
+	// that cannot reach one CRM still delivers to the others and retries.
+	Checks func() any
+}
+
+// readyBody is the /readyz answer.
+type readyBody struct {
+	Status string `json:"status"`          // ready | unavailable
+	Error  string `json:"error,omitempty"` // why not ready
+	Checks any    `json:"checks,omitempty"`
+}
+
+// NewOps builds the ops server.
+func NewOps(o OpsOptions) *Ops {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -32,18 +58,21 @@ func NewOps(addr string, rdb redis.UniversalClient, g prometheus.Gatherer, shutd
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("redis unreachable\n"))
-			return
+		body, status := readyBody{Status: "ready"}, http.StatusOK
+		if err := o.Redis.Ping(ctx).Err(); err != nil {
+			body, status = readyBody{Status: "unavailable", Error: "redis unreachable"}, http.StatusServiceUnavailable
 		}
-		_, _ = w.Write([]byte("ok\n"))
+		if o.Checks != nil {
+			body.Checks = o.Checks()
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(body)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	return &Ops{
-		srv:     &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second},
-		timeout: shutdownTimeout,
+		srv:     &http.Server{Addr: o.Addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		timeout: o.ShutdownTimeout,
 		log:     log,
 	}
 }

@@ -23,7 +23,8 @@ func TestOpsProbesAndMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "mcs_test_total", Help: "t"}))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := NewOps("127.0.0.1:0", srv.Client(), reg, time.Second, log).Handler()
+	checks := func() any { return []map[string]string{{"connection": "hs", "check": "token", "status": "fail"}} }
+	h := NewOps(OpsOptions{Addr: "127.0.0.1:0", Redis: srv.Client(), Gatherer: reg, ShutdownTimeout: time.Second, Logger: log, Checks: checks}).Handler()
 
 	get := func(path string) (int, string) {
 		t.Helper()
@@ -38,10 +39,11 @@ func TestOpsProbesAndMetrics(t *testing.T) {
 		wantBody string
 	}{
 		{"/healthz", true, http.StatusOK, "ok"},
-		{"/readyz", true, http.StatusOK, "ok"},
+		// A failed connection check is detail, not unreadiness: readiness is Redis's alone.
+		{"/readyz", true, http.StatusOK, `{"status":"ready","checks":[{"check":"token","connection":"hs","status":"fail"}]}`},
 		{"/metrics", true, http.StatusOK, "mcs_test_total 0"},
 		{"/healthz", false, http.StatusOK, "ok"},
-		{"/readyz", false, http.StatusServiceUnavailable, "redis unreachable"},
+		{"/readyz", false, http.StatusServiceUnavailable, `{"status":"unavailable","error":"redis unreachable","checks":[`},
 	}
 	for _, tt := range tests { // in order: Redis is stopped before the first case without it
 		if !tt.redis {
@@ -56,7 +58,7 @@ func TestOpsProbesAndMetrics(t *testing.T) {
 
 func TestOpsRunStopsWithItsContext(t *testing.T) {
 	t.Parallel()
-	o := NewOps("127.0.0.1:0", redistest.Start(t).Client(), prometheus.NewRegistry(), time.Second, slog.New(slog.DiscardHandler))
+	o := NewOps(OpsOptions{Addr: "127.0.0.1:0", Redis: redistest.Start(t).Client(), Gatherer: prometheus.NewRegistry(), ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- o.Run(ctx) }()
@@ -70,8 +72,19 @@ func TestOpsRunReportsABusyAddress(t *testing.T) {
 	t.Parallel()
 	taken := httptest.NewServer(http.NotFoundHandler())
 	defer taken.Close()
-	o := NewOps(taken.Listener.Addr().String(), redistest.Start(t).Client(), prometheus.NewRegistry(), time.Second, slog.New(slog.DiscardHandler))
+	o := NewOps(OpsOptions{Addr: taken.Listener.Addr().String(), Redis: redistest.Start(t).Client(), Gatherer: prometheus.NewRegistry(), ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
 	if err := o.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "worker: ops") {
 		t.Errorf("Run on a busy address = %v, want a worker: ops error", err)
+	}
+}
+
+// Without a connection check (none configured), /readyz is the plain JSON status.
+func TestOpsReadyzWithoutChecks(t *testing.T) {
+	t.Parallel()
+	h := NewOps(OpsOptions{Addr: "127.0.0.1:0", Redis: redistest.Start(t).Client(), Gatherer: prometheus.NewRegistry(), ShutdownTimeout: time.Second}).Handler()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if w.Code != http.StatusOK || strings.TrimSpace(w.Body.String()) != `{"status":"ready"}` || w.Header().Get("Content-Type") != "application/json; charset=utf-8" {
+		t.Errorf("GET /readyz = %d %q (%s)", w.Code, w.Body.String(), w.Header().Get("Content-Type"))
 	}
 }

@@ -139,8 +139,19 @@ func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
 		return err
 	}
 	log.Info("call delivered", "object", rec.Object, "crm_id", res.ID, "created", res.Created,
-		"contact_found", res.ContactID != "", "owner_found", res.OwnerID != "", "mapping_version", rec.MappingVersion)
+		"contact", lookupOutcome(res.ContactID, res.Assumed), "owner", lookupOutcome(res.OwnerID, res.Assumed), "mapping_version", rec.MappingVersion)
 	return nil
+}
+
+// lookupOutcome is what the "call delivered" line says of a contact or owner lookup.
+func lookupOutcome(id string, assumed bool) string {
+	switch {
+	case id == "":
+		return "none"
+	case assumed:
+		return "assumed (dry run)"
+	}
+	return "found"
 }
 
 // keepLonger drops keep_longer fields that would shorten what an earlier event wrote

@@ -1,17 +1,27 @@
 // Command miitel-crm-sync receives MiiTel Outgoing Webhook requests and writes every call, once,
 // as an activity into a CRM. One binary, several subcommands; main only wires.
+//
+// The subcommands are github.com/spf13/cobra commands, laid out as gh lays out its own: per
+// command an options struct, a newXxxCmd that only parses flags into it, and a run function
+// that gets the options and the process's streams (environment), so tests run every command
+// in-process with fake streams.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"sort"
+	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 )
 
 // Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -21,19 +31,26 @@ const (
 	exitUsage   = 2
 )
 
+const rootName = "miitel-crm-sync"
+
 // usageError marks an error as the caller's fault (bad flag, bad config): exit code 2.
-type usageError struct{ err error }
+// config: the configuration is at fault, not the command line (no pointer to --help).
+type usageError struct {
+	err    error
+	config bool
+}
 
 func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
 
-func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+func usagef(format string, a ...any) error { return usageError{err: fmt.Errorf(format, a...)} }
 
-// command is one subcommand. run gets the arguments after the subcommand's name.
-type command struct {
-	summary string
-	run     func(ctx context.Context, env *environment, args []string) error
-}
+// configError marks err as a problem of the configuration: exit 2, without the --help hint.
+func configError(err error) error { return usageError{err: err, config: true} }
+
+// errReported means the problems were already printed (one per line); main only sets the
+// exit code and prints the summary the error wraps it in.
+var errReported = errors.New("see the errors above")
 
 // environment is what a subcommand may touch of the process, passed in so tests can run
 // subcommands in-process.
@@ -41,20 +58,27 @@ type environment struct {
 	stdout, stderr io.Writer
 	stdin          io.Reader
 	getenv         func(string) string
+	// isTerminal says whether w is a terminal (log.format auto); nil: a real check of
+	// *os.File streams.
+	isTerminal func(w io.Writer) bool
+	// connectors builds a connection's connector; nil: newConnector, the real CRMs. Tests
+	// inject fakes (connection checks).
+	connectors connectorBuilder
 }
 
-func commands() map[string]command {
-	return map[string]command{
-		"serve":    {"run the receiver and the worker in one process", runServe},
-		"receiver": {"run only the webhook receiver (HTTP)", runReceiver},
-		"worker":   {"run only the CRM delivery worker", runWorker},
-		"send":     {"send MiiTel payload files to a receiver, like MiiTel does (smoke and load tests)", runSend},
-		"mapping":  {"validate, preview and describe mapping files", runMapping},
-		"oauth":    {"connect a CRM account with OAuth2 (authorization-code flow)", runOAuth},
-		"replay":   {"list, inspect and re-run dead-lettered calls", runReplay},
-		"config":   {"check a config file and print it resolved, secrets masked", runConfig},
-		"version":  {"print the version", runVersion},
+func (e *environment) terminal(w io.Writer) bool {
+	if e.isTerminal != nil {
+		return e.isTerminal(w)
 	}
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (e *environment) connectorBuilder() connectorBuilder {
+	if e.connectors != nil {
+		return e.connectors
+	}
+	return newConnector
 }
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -67,73 +91,198 @@ func main() {
 	os.Exit(code)
 }
 
+// run runs one command line and returns the exit code. Errors are printed once, prefixed
+// with the command they belong to ("miitel-crm-sync mapping validate: ..."); a config with
+// several problems is printed one problem per line.
 func run(ctx context.Context, env *environment, args []string) int {
-	cmds := commands()
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		printUsage(env.stderr, cmds)
-		if len(args) == 0 {
-			return exitUsage
-		}
+	root := newRootCmd(env)
+	root.SetArgs(longFlags(root, args, env.stderr))
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
 		return exitOK
 	}
-	cmd, ok := cmds[args[0]]
-	if !ok {
-		fmt.Fprintf(env.stderr, "miitel-crm-sync: unknown command %q\n\n", args[0])
-		printUsage(env.stderr, cmds)
+	prefix := rootName
+	if cmd != nil {
+		prefix = cmd.CommandPath()
+	}
+	var list config.ErrorList
+	if errors.As(err, &list) {
+		for _, e := range list {
+			fmt.Fprintln(env.stderr, e)
+		}
+		fmt.Fprintf(env.stderr, "%s: the configuration has %d problem(s)\n", prefix, len(list))
 		return exitUsage
 	}
-	err := cmd.run(ctx, env, args[1:])
+	msg := strings.TrimSuffix(err.Error(), ": "+errReported.Error())
+	// One prefix: an error that starts by naming the command again (a package error of
+	// the same name: `config` and config's "config: open FILE: ...") loses that part.
+	if cmd != nil {
+		msg = strings.TrimPrefix(msg, cmd.Name()+": ")
+	}
+	fmt.Fprintf(env.stderr, "%s: %s\n", prefix, msg)
 	var ue usageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(env.stderr, "miitel-crm-sync %s: %v\n", args[0], err)
-		return exitUsage
-	default:
-		fmt.Fprintf(env.stderr, "miitel-crm-sync %s: %v\n", args[0], err)
-		return exitFailure
-	}
-}
-
-func printUsage(w io.Writer, cmds map[string]command) {
-	fmt.Fprintln(w, "miitel-crm-sync: MiiTel Outgoing Webhook -> CRM activities (HubSpot, Salesforce)")
-	fmt.Fprintln(w, "\nUsage: miitel-crm-sync <command> [flags]\n\nCommands:")
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
-	}
-	fmt.Fprintln(w, "\nRun 'miitel-crm-sync <command> --help' for a command's flags.")
-}
-
-// newFlagSet makes a subcommand's flag set whose errors come back as usage errors and whose
-// --help text starts with a description of the command.
-func newFlagSet(env *environment, name, synopsis, description string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(env.stderr, "Usage: miitel-crm-sync %s %s\n\n%s\n\nFlags:\n", name, synopsis, description)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseFlags parses and turns a flag error into a usage error (exit 2); --help is exit 0.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	if errors.As(err, &ue) {
+		if cmd != nil && !ue.config {
+			fmt.Fprintf(env.stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		}
-		return usageError{err}
+		return exitUsage
 	}
-	return nil
+	return exitFailure
 }
 
-func runVersion(_ context.Context, env *environment, _ []string) error {
-	fmt.Fprintln(env.stdout, version)
-	return nil
+func newRootCmd(env *environment) *cobra.Command {
+	root := &cobra.Command{
+		Use:   rootName,
+		Short: "MiiTel Outgoing Webhook -> CRM activities (HubSpot, Salesforce)",
+		Long: `miitel-crm-sync receives MiiTel's Outgoing Webhook (call history) requests and writes every
+call, once, as an activity in your CRM (HubSpot calls, Salesforce Tasks).
+
+Try it: 'miitel-crm-sync serve' runs the embedded default (port 8080, an in-process Redis,
+a dry-run CRM); 'miitel-crm-sync send --url http://localhost:8080/webhooks/miitel/default
+FILE' sends it a MiiTel sample.`,
+		Version:       version,
+		SilenceErrors: true, // run prints them, once, with the command's name
+		SilenceUsage:  true, // an error is not a reason to print the whole help
+		Args:          unknownCommand,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SetOut(env.stderr)
+			_ = cmd.Help()
+			return usagef("a command is required")
+		},
+	}
+	root.SetOut(env.stdout)
+	root.SetErr(env.stderr)
+	root.SetIn(env.stdin)
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err: err} })
+	root.AddCommand(
+		newServeCmd(env), newReceiverCmd(env), newWorkerCmd(env),
+		newSendCmd(env, nil),
+		newCheckCmd(env, nil),
+		newMappingCmd(env),
+		newOAuthCmd(env),
+		newReplayCmd(env),
+		newConfigCmd(env, nil),
+		newVersionCmd(env),
+	)
+	return root
+}
+
+// unknownCommand is the Args of a command that only groups others: any argument is a
+// command it does not have.
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	hint := ""
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default, applied only in its own path
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		hint = fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
+	}
+	return usagef("unknown command %q (%s)%s", args[0], strings.Join(names, ", "), hint)
+}
+
+// groupCmd is a command that only groups subcommands: without one it prints its help on
+// stderr and fails as a usage error.
+func groupCmd(env *environment, use, short, long string) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Short: short, Long: long,
+		Args: unknownCommand,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SetOut(env.stderr)
+			_ = cmd.Help()
+			return usagef("a command is required")
+		},
+	}
+}
+
+// usageArgs wraps a cobra argument check so that its error is a usage error (exit 2).
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err: err}
+		}
+		return nil
+	}
+}
+
+// longFlags accepts the single-dash long flags of the commands before cobra ("-config
+// FILE", as Go's flag package took them), rewriting each to its double-dash form with a
+// note on stderr, so scripts written for them keep working.
+func longFlags(root *cobra.Command, args []string, stderr io.Writer) []string {
+	known := map[string]bool{}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{c.Flags(), c.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) { known[f.Name] = true })
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	out := make([]string, len(args))
+	warned := map[string]bool{}
+	for i, a := range args {
+		out[i] = a
+		if a == "--" {
+			copy(out[i:], args[i:])
+			break
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 1 && known[name] {
+			out[i] = "-" + a
+			if !warned[name] {
+				warned[name] = true
+				fmt.Fprintf(stderr, "%s: -%s is spelled --%s; the single dash will stop working\n", rootName, name, name)
+			}
+		}
+	}
+	return out
+}
+
+// exactArgs and minArgs check the number of positional arguments with a message that says
+// what is expected ("exactly one task id"), as a usage error.
+func exactArgs(n int, want string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s, got %d argument(s)", want, len(args))
+		}
+		return nil
+	}
+}
+
+func minArgs(n int, want string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usagef("%s", want)
+		}
+		return nil
+	}
+}
+
+func newVersionCmd(env *environment) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  usageArgs(cobra.NoArgs),
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(env.stdout, version)
+			return nil
+		},
+	}
+}
+
+// configFlag registers --config, defaulting to $MCS_CONFIG.
+func configFlag(env *environment, fs *pflag.FlagSet, p *string) {
+	fs.StringVar(p, "config", env.getenv("MCS_CONFIG"), "config file (YAML); empty runs the embedded default (env MCS_CONFIG)")
+	_ = cobra.MarkFlagFilename(fs, "config", "yaml", "yml")
 }

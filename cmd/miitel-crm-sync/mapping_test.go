@@ -47,13 +47,16 @@ func TestMappingValidate(t *testing.T) {
 				bad + ":7:12: fields[0].value: unknown name detal",
 				bad + ":8:5: fields[1]: set exactly one of value (an expression) or const (a constant)",
 				bad + `:9:5: fields[1].valu: unknown key "valu" (known: const, create_only, html, keep_longer, max_len, name, value, when)`,
-				"miitel-crm-sync mapping: mapping validate: 1 of 2 file(s) invalid: see the errors above",
+				"miitel-crm-sync mapping validate: 1 of 2 file(s) invalid",
 			}},
 		{"missing file", []string{"nope.yaml"}, 1, nil, []string{
-			"mappers: open nope.yaml: no such file or directory",
-			"miitel-crm-sync mapping: mapping validate: 1 of 1 file(s) invalid: see the errors above",
+			"open nope.yaml: no such file or directory",
+			"miitel-crm-sync mapping validate: 1 of 1 file(s) invalid",
 		}},
-		{"no file is a usage error", nil, 2, nil, []string{"miitel-crm-sync mapping: mapping validate: name at least one file"}},
+		{"no file is a usage error", nil, 2, nil, []string{
+			"miitel-crm-sync mapping validate: name at least one file",
+			"Run 'miitel-crm-sync mapping validate --help' for usage.",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,11 +130,12 @@ func TestMappingPreviewStdinAndFailures(t *testing.T) {
 		t.Fatalf("stdin preview: exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
 
-	// Bodies the receiver answers 400 (or as a handshake) fail with the receiver's message.
+	// Bodies the receiver answers 400 (or as a handshake) fail with the receiver's message,
+	// without the receiver's package prefix (it means nothing to the admin previewing).
 	for _, tc := range []struct{ name, body, want string }{
-		{"video", `{"video": {"id": "v1"}}`, "receiver: call is required"},
-		{"no detail id", `{"call": {"id": "c", "tenant_code": "t", "details": [{"call_type": "OUTGOING_CALL"}]}}`, "receiver: call.details[0].id is required"},
-		{"challenge", `{"challenge": "abc"}`, "receiver: a challenge (the webhook setup handshake), not a call"},
+		{"video", `{"video": {"id": "v1"}}`, "call is required"},
+		{"no detail id", `{"call": {"id": "c", "tenant_code": "t", "details": [{"call_type": "OUTGOING_CALL"}]}}`, "call.details[0].id is required"},
+		{"challenge", `{"challenge": "abc"}`, "a challenge (the webhook setup handshake), not a call"},
 	} {
 		code, stdout, stderr := runCLI(t, nil, "mapping", "preview", "--builtin", "hubspot", writeFile(t, "p.json", tc.body))
 		var results []previewResult

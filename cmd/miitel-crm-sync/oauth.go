@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
 	"golang.org/x/oauth2"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -38,44 +39,79 @@ http://localhost:8976/callback.`
 // oauthCallbackPage is what the admin's browser shows after the redirect.
 const oauthCallbackPage = `<!doctype html><meta charset="utf-8"><title>miitel-crm-sync</title><p>%s</p>`
 
-func runOAuth(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "oauth", "connect hubspot|salesforce --config FILE --connection NAME [flags]", oauthHelp)
-	cfgPath := configFlag(env, fs)
-	connName := fs.String("connection", "", "the connection (connections[].name) to connect; may be omitted when only one has the CRM's type")
-	listen := fs.String("listen", "", "loopback host:port for the redirect listener (port 0 picks one); the redirect URL is rebuilt from it. Default: the connection's redirect_url")
-	pkce := fs.String("pkce", "auto", "PKCE S256: auto (on for Salesforce; off for HubSpot, which does not document it), on or off")
-	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for the browser's redirect")
-	// Positionals (connect, the CRM) come first; flags may follow them.
-	var pos []string
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		pos, args = append(pos, args[0]), args[1:]
+// oauthOptions are the flags of `oauth connect`.
+type oauthOptions struct {
+	env        *environment
+	config     string
+	connection string
+	listen     string
+	pkce       string
+	timeout    time.Duration
+	vendor     string
+}
+
+const oauthUsage = "want `oauth connect hubspot|salesforce`"
+
+func newOAuthCmd(env *environment) *cobra.Command {
+	cmd := groupCmd(env, "oauth", "Connect a CRM account with OAuth2 (authorization-code flow)", oauthHelp)
+	cmd.Args = func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("%s, got %q", oauthUsage, strings.Join(args, " "))
+		}
+		return nil
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	cmd.RunE = func(c *cobra.Command, _ []string) error {
+		c.SetOut(env.stderr)
+		_ = c.Help()
+		return usagef("%s", oauthUsage)
 	}
-	pos = append(pos, fs.Args()...)
-	if len(pos) != 2 || pos[0] != "connect" || (pos[1] != "hubspot" && pos[1] != "salesforce") {
-		fs.Usage()
-		return usagef("oauth: want `oauth connect hubspot|salesforce`, got %q", strings.Join(pos, " "))
+	o := &oauthOptions{env: env}
+	connect := &cobra.Command{
+		Use:       "connect hubspot|salesforce --config FILE [--connection NAME]",
+		Short:     "Run the consent flow once and store the refresh token in Redis",
+		Long:      oauthHelp,
+		ValidArgs: []string{"hubspot", "salesforce"},
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 || (args[0] != "hubspot" && args[0] != "salesforce") {
+				return usagef("%s, got %q", oauthUsage, strings.Join(append([]string{"connect"}, args...), " "))
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			o.vendor = args[0]
+			return runOAuth(c.Context(), o)
+		},
 	}
-	vendor := pos[1]
+	f := connect.Flags()
+	configFlag(env, f, &o.config)
+	f.StringVar(&o.connection, "connection", "", "the connection (connections[].name) to connect; may be omitted when only one has the CRM's type")
+	f.StringVar(&o.listen, "listen", "", "loopback host:port for the redirect listener (port 0 picks one); the redirect URL is rebuilt from it. Default: the connection's redirect_url")
+	f.StringVar(&o.pkce, "pkce", "auto", "PKCE S256: auto (on for Salesforce; off for HubSpot, which does not document it), on or off")
+	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long to wait for the browser's redirect")
+	_ = connect.RegisterFlagCompletionFunc("pkce", cobra.FixedCompletions([]string{"auto", "on", "off"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.AddCommand(connect)
+	return cmd
+}
+
+func runOAuth(ctx context.Context, o *oauthOptions) error {
+	env, vendor := o.env, o.vendor
 	usePKCE := vendor == "salesforce"
-	switch *pkce {
+	switch o.pkce {
 	case "auto":
 	case "on":
 		usePKCE = true
 	case "off":
 		usePKCE = false
 	default:
-		return usagef("oauth: --pkce must be auto, on or off")
+		return usagef("--pkce must be auto, on or off")
 	}
 
 	// The worker's secrets (the app's client secret) and Redis's, not the webhook credentials.
-	cfg, err := config.LoadFor(*cfgPath, env.getenv, config.Role{Worker: true})
+	cfg, err := config.LoadFor(o.config, env.getenv, config.Role{Worker: true})
 	if err != nil {
-		return usageError{err}
+		return configError(err)
 	}
-	conn, err := pickConnection(cfg, vendor, *connName)
+	conn, err := pickConnection(cfg, vendor, o.connection)
 	if err != nil {
 		return err
 	}
@@ -85,18 +121,18 @@ func runOAuth(ctx context.Context, env *environment, args []string) error {
 	}
 	rdb, err := dialRedis(cfg.Redis) // the refresh token goes into the Redis the workers use
 	if err != nil {
-		return fmt.Errorf("oauth: %w", err)
+		return err
 	}
 	defer rdb.Close()
 
-	ln, redirect, err := redirectListener(oc.RedirectURL, *listen)
+	ln, redirect, err := redirectListener(oc.RedirectURL, o.listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 	oc.RedirectURL = redirect.String()
 
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	code, verifier, err := authorize(ctx, env, oc, ln, redirect.Path, usePKCE)
 	if err != nil {
@@ -109,17 +145,17 @@ func runOAuth(ctx context.Context, env *environment, args []string) error {
 	xctx := context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
 	tok, err := oc.Exchange(xctx, code, exchangeOpts...)
 	if err != nil {
-		return fmt.Errorf("oauth: exchange the authorization code: %w", err)
+		return fmt.Errorf("exchange the authorization code: %w", err)
 	}
 	if tok.RefreshToken == "" {
 		hint := "grant the app the refresh_token (offline_access) scope"
 		if vendor == "hubspot" {
 			hint = "check the app's scopes and that it is a public OAuth app"
 		}
-		return fmt.Errorf("oauth: %s sent no refresh token: %s", vendor, hint)
+		return fmt.Errorf("%s sent no refresh token: %s", vendor, hint)
 	}
 	if err := crm.NewTokenStore(rdb, conn.Name).SaveRefreshToken(ctx, tok.RefreshToken); err != nil {
-		return fmt.Errorf("oauth: %w", err)
+		return fmt.Errorf("store the refresh token: %w", err)
 	}
 	where := ""
 	if inst, ok := tok.Extra("instance_url").(string); ok && inst != "" {
@@ -149,7 +185,7 @@ func pickConnection(cfg *config.Config, vendor, name string) (*config.Connection
 		c := &cfg.Connections[i]
 		if name != "" && c.Name == name {
 			if c.Type != vendor {
-				return nil, usagef("oauth: connection %q is of type %s, not %s", name, c.Type, vendor)
+				return nil, usagef("connection %q is of type %s, not %s", name, c.Type, vendor)
 			}
 			return c, nil
 		}
@@ -159,13 +195,13 @@ func pickConnection(cfg *config.Config, vendor, name string) (*config.Connection
 	}
 	switch {
 	case name != "":
-		return nil, usagef("oauth: no connection named %q in the config", name)
+		return nil, usagef("no connection named %q in the config", name)
 	case len(found) == 1:
 		return found[0], nil
 	case len(found) == 0:
-		return nil, usagef("oauth: the config has no %s connection", vendor)
+		return nil, usagef("the config has no %s connection", vendor)
 	}
-	return nil, usagef("oauth: several %s connections: name one with --connection", vendor)
+	return nil, usagef("several %s connections: name one with --connection", vendor)
 }
 
 // oauthConfig is the authorization-code configuration of a connection, refusing the
@@ -174,32 +210,32 @@ func oauthConfig(c *config.Connection) (*oauth2.Config, error) {
 	switch c.Type {
 	case "salesforce":
 		if c.Salesforce.Flow != salesforce.FlowRefreshToken {
-			return nil, usagef("oauth: connection %q uses flow %s, which needs no connect step; set flow: refresh_token to use a stored refresh token", c.Name, c.Salesforce.Flow)
+			return nil, usagef("connection %q uses flow %s, which needs no connect step; set flow: refresh_token to use a stored refresh token", c.Name, c.Salesforce.Flow)
 		}
 		return salesforce.OAuthConfig(c.Salesforce), nil
 	case "hubspot":
 		if c.HubSpot.PrivateAppToken.Set() {
-			return nil, usagef("oauth: connection %q uses a private-app token, which needs no connect step", c.Name)
+			return nil, usagef("connection %q uses a private-app token, which needs no connect step", c.Name)
 		}
 		if c.HubSpot.ClientID == "" || !c.HubSpot.ClientSecret.Set() {
-			return nil, usagef("oauth: connection %q needs client_id and client_secret", c.Name)
+			return nil, usagef("connection %q needs client_id and client_secret", c.Name)
 		}
 		return hubspot.OAuthConfig(c.HubSpot), nil
 	}
-	return nil, usagef("oauth: connection %q has type %s", c.Name, c.Type)
+	return nil, usagef("connection %q has type %s", c.Name, c.Type)
 }
 
 // redirectListener listens where the CRM will send the browser back. Only loopback
 // addresses: the code arrives over plain HTTP and must not be reachable from elsewhere.
 func redirectListener(configured, listen string) (net.Listener, *url.URL, error) {
 	if configured == "" && listen == "" {
-		return nil, nil, usagef("oauth: set redirect_url in the connection (e.g. http://localhost:8976/callback, as registered in the app) or pass --listen")
+		return nil, nil, usagef("set redirect_url in the connection (e.g. http://localhost:8976/callback, as registered in the app) or pass --listen")
 	}
 	u := &url.URL{Scheme: "http", Path: "/callback"}
 	if configured != "" {
 		var err error
 		if u, err = url.Parse(configured); err != nil || u.Scheme != "http" || u.Port() == "" {
-			return nil, nil, usagef("oauth: redirect_url %q must be http://<loopback host>:<port>/<path>", configured)
+			return nil, nil, usagef("redirect_url %q must be http://<loopback host>:<port>/<path>", configured)
 		}
 		if u.Path == "" {
 			u.Path = "/"
@@ -211,14 +247,14 @@ func redirectListener(configured, listen string) (net.Listener, *url.URL, error)
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, nil, usagef("oauth: listen address %q: %v", addr, err)
+		return nil, nil, usagef("listen address %q: %v", addr, err)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, nil, usagef("oauth: the redirect listener must be on a loopback address, not %q", host)
+		return nil, nil, usagef("the redirect listener must be on a loopback address, not %q", host)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("oauth: listen for the redirect: %w", err)
+		return nil, nil, fmt.Errorf("listen for the redirect: %w", err)
 	}
 	if listen != "" {
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -254,11 +290,11 @@ func authorize(ctx context.Context, env *environment, oc *oauth2.Config, ln net.
 		var res callbackResult
 		switch {
 		case q.Get("error") != "":
-			res.err = fmt.Errorf("oauth: authorization refused: %s: %s", q.Get("error"), q.Get("error_description"))
+			res.err = fmt.Errorf("authorization refused: %s: %s", q.Get("error"), q.Get("error_description"))
 			w.WriteHeader(http.StatusBadRequest)
 			fmt.Fprintf(w, oauthCallbackPage, html.EscapeString(res.err.Error()))
 		case q.Get("code") == "":
-			res.err = errors.New("oauth: the redirect carried no code")
+			res.err = errors.New("the redirect carried no code")
 			w.WriteHeader(http.StatusBadRequest)
 			fmt.Fprintf(w, oauthCallbackPage, "No authorization code arrived.")
 		default:
@@ -284,6 +320,6 @@ func authorize(ctx context.Context, env *environment, oc *oauth2.Config, ln net.
 	case res := <-results:
 		return res.code, verifier, res.err
 	case <-ctx.Done():
-		return "", "", fmt.Errorf("oauth: no redirect arrived: %w", ctx.Err())
+		return "", "", fmt.Errorf("no redirect arrived: %w", ctx.Err())
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
@@ -17,72 +17,90 @@ import (
 
 const replayHelp = `Shows and re-runs the calls that ended in the dead letter (asynq's archive), with the
 reason each one failed, so an operator can fix the cause (a mapping, a CRM field, a
-reconnected account) and send them again.
+reconnected account) and send them again. Needs only Redis's secrets.`
 
-Subcommands:
-  stats                  queue sizes: pending, active, scheduled, retry, archived
-  list [--limit N]       dead-lettered calls: task id, route, call id, detail id, kind, when, reason
-  show ID                one dead-lettered call in full (payload metadata, no transcript)
-  run ID... | run --all [--route R]
-                         move dead-lettered calls back to the queue; the worker delivers them again
-                         (an update of the same CRM activity if one was created)
-  delete ID...           drop dead-lettered calls for good`
+// replayOptions are the flags every replay subcommand shares.
+type replayOptions struct {
+	env    *environment
+	config string
+}
 
-func runReplay(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "replay", "[--config FILE] stats|list|show|run|delete [args]", replayHelp)
-	cfgPath := configFlag(env, fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newReplayCmd(env *environment) *cobra.Command {
+	o := &replayOptions{env: env}
+	cmd := groupCmd(env, "replay", "List, inspect and re-run dead-lettered calls", replayHelp)
+	configFlag(env, cmd.PersistentFlags(), &o.config)
+	var limit int
+	list := &cobra.Command{
+		Use:   "list [--limit N]",
+		Short: "Dead-lettered calls: task id, route, call id, detail id, kind, when, reason",
+		Long:  "Lists dead-lettered calls, newest first.",
+		Args:  usageArgs(cobra.NoArgs),
+		RunE: func(*cobra.Command, []string) error {
+			return o.with(func(r replayer) error { return r.list(limit) })
+		},
 	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return usagef("replay: a subcommand is required")
+	list.Flags().IntVar(&limit, "limit", 50, "how many to list")
+	var all bool
+	var route string
+	run := &cobra.Command{
+		Use:   "run ID... | run --all [--route R]",
+		Short: "Move dead-lettered calls back to the queue; the worker delivers them again",
+		Long: "Moves dead-lettered calls back to the queue; the worker delivers them again (an update of\n" +
+			"the same CRM activity if one was created).",
+		RunE: func(_ *cobra.Command, ids []string) error {
+			if all == (len(ids) > 0) {
+				return usagef("give task ids or --all, not both, not neither")
+			}
+			if route != "" && !all {
+				return usagef("--route selects among --all; with task ids it means nothing")
+			}
+			return o.with(func(r replayer) error { return r.run(ids, all, route) })
+		},
 	}
+	run.Flags().BoolVar(&all, "all", false, "every dead-lettered call")
+	run.Flags().StringVar(&route, "route", "", "with --all: only this route's calls")
+	cmd.AddCommand(
+		&cobra.Command{
+			Use:   "stats",
+			Short: "Queue sizes: pending, active, scheduled, retry, archived",
+			Args:  usageArgs(cobra.NoArgs),
+			RunE:  func(*cobra.Command, []string) error { return o.with(replayer.stats) },
+		},
+		list,
+		&cobra.Command{
+			Use:   "show ID",
+			Short: "One dead-lettered call in full (payload metadata, no transcript)",
+			Args:  exactArgs(1, "exactly one task id"),
+			RunE: func(_ *cobra.Command, args []string) error {
+				return o.with(func(r replayer) error { return r.show(args[0]) })
+			},
+		},
+		run,
+		&cobra.Command{
+			Use:   "delete ID...",
+			Short: "Drop dead-lettered calls for good",
+			Args:  minArgs(1, "at least one task id"),
+			RunE: func(_ *cobra.Command, ids []string) error {
+				return o.with(func(r replayer) error { return r.delete(ids) })
+			},
+		},
+	)
+	return cmd
+}
+
+// with runs f on a replayer of the configured Redis.
+func (o *replayOptions) with(f func(replayer) error) error {
 	// Only Redis's secrets: an operator replaying calls needs no webhook or CRM credential.
-	cfg, err := config.LoadFor(*cfgPath, env.getenv, config.Role{})
+	cfg, err := config.LoadFor(o.config, o.env.getenv, config.Role{})
 	if err != nil {
-		return usageError{err}
+		return configError(err)
 	}
 	rdb, err := dialRedis(cfg.Redis)
 	if err != nil {
-		return fmt.Errorf("replay: %w", err)
+		return err
 	}
 	defer rdb.Close()
-	r := replayer{in: asynq.NewInspectorFromRedisClient(rdb), queue: cfg.Queue.Name, out: env.stdout}
-	sub, rest := fs.Arg(0), fs.Args()[1:]
-	switch sub {
-	case "stats":
-		return r.stats()
-	case "list":
-		sfs := newFlagSet(env, "replay list", "[--limit N]", "Lists dead-lettered calls, newest first.")
-		limit := sfs.Int("limit", 50, "how many to list")
-		if err := parseFlags(sfs, rest); err != nil {
-			return err
-		}
-		return r.list(*limit)
-	case "show":
-		if len(rest) != 1 {
-			return usagef("replay show: exactly one task id")
-		}
-		return r.show(rest[0])
-	case "run":
-		sfs := newFlagSet(env, "replay run", "ID... | --all [--route R]", "Moves dead-lettered calls back to the queue.")
-		all := sfs.Bool("all", false, "every dead-lettered call")
-		route := sfs.String("route", "", "with --all: only this route's calls")
-		if err := parseFlags(sfs, rest); err != nil {
-			return err
-		}
-		if *all == (sfs.NArg() > 0) {
-			return usagef("replay run: give task ids or --all, not both, not neither")
-		}
-		return r.run(sfs.Args(), *all, *route)
-	case "delete":
-		if len(rest) == 0 {
-			return usagef("replay delete: at least one task id")
-		}
-		return r.delete(rest)
-	}
-	return usagef("replay: unknown subcommand %q (stats, list, show, run, delete)", sub)
+	return f(replayer{in: asynq.NewInspectorFromRedisClient(rdb), queue: cfg.Queue.Name, out: o.env.stdout})
 }
 
 type replayer struct {
@@ -115,7 +133,7 @@ func summarize(t *asynq.TaskInfo) summary {
 func (r replayer) stats() error {
 	qi, err := r.in.GetQueueInfo(r.queue)
 	if err != nil {
-		return fmt.Errorf("replay: queue %q: %w", r.queue, err)
+		return fmt.Errorf("queue %q: %w", r.queue, err)
 	}
 	w := tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "queue\tpending\tactive\tscheduled\tretry\tarchived\tprocessed today\tfailed today\tlatency\n")
@@ -126,7 +144,7 @@ func (r replayer) stats() error {
 func (r replayer) list(limit int) error {
 	ts, err := r.in.ListArchivedTasks(r.queue, asynq.PageSize(limit))
 	if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
-		return fmt.Errorf("replay: list: %w", err)
+		return fmt.Errorf("list the dead letter: %w", err)
 	}
 	w := tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "TASK ID\tROUTE\tCALL ID\tDETAIL ID\tKIND\tFAILED AT\tREASON\n")
@@ -144,7 +162,7 @@ func (r replayer) list(limit int) error {
 func (r replayer) show(id string) error {
 	t, err := r.in.GetTaskInfo(r.queue, id)
 	if err != nil {
-		return fmt.Errorf("replay: %s: %w", id, err)
+		return fmt.Errorf("task %s: %w", id, err)
 	}
 	b, _ := json.MarshalIndent(struct {
 		summary
@@ -172,7 +190,7 @@ func (r replayer) run(ids []string, all bool, route string) error {
 	}
 	fmt.Fprintf(r.out, "%d queued again, %d failed\n", len(ids)-failed, failed)
 	if failed > 0 {
-		return fmt.Errorf("replay: %d task(s) could not be queued again", failed)
+		return fmt.Errorf("%d task(s) could not be queued again", failed)
 	}
 	return nil
 }
@@ -192,7 +210,7 @@ func (r replayer) archivedIDs(route string) ([]string, error) {
 			return ids, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("replay: list: %w", err)
+			return nil, fmt.Errorf("list the dead letter: %w", err)
 		}
 		for _, t := range ts {
 			if route == "" || summarize(t).Route == route {
@@ -216,7 +234,7 @@ func (r replayer) delete(ids []string) error {
 		fmt.Fprintf(r.out, "%s: deleted\n", id)
 	}
 	if failed > 0 {
-		return fmt.Errorf("replay: %d task(s) could not be deleted", failed)
+		return fmt.Errorf("%d task(s) could not be deleted", failed)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
 )
 
@@ -70,77 +71,104 @@ type sendOptions struct {
 	repeat      bool     // --count or --duration given: summary only
 }
 
-func runSend(ctx context.Context, env *environment, args []string) error {
-	o, err := parseSendFlags(env, args)
-	if err != nil {
-		return err
+func newSendCmd(env *environment, runF func(context.Context, *sendOptions) error) *cobra.Command {
+	o := &sendOptions{headers: http.Header{}, payload: map[string]string{}}
+	var rateFlag string
+	cmd := &cobra.Command{
+		Use:   "send --url URL [flags] FILE... | send --url URL --challenge",
+		Short: "Send MiiTel payload files to a receiver, like MiiTel does (smoke and load tests)",
+		Long:  sendDescription,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(rateFlag, args); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(cmd.Context(), o)
+			}
+			s := &sender{opts: o, out: env.stdout, client: newMiiTelClient(o)}
+			return s.run(cmd.Context())
+		},
 	}
-	s := &sender{opts: o, out: env.stdout, client: newMiiTelClient(o)}
-	return s.run(ctx)
+	f := cmd.Flags()
+	f.StringVar(&o.url, "url", "", "receiver URL, e.g. http://localhost:8080/webhooks/miitel/default (required)")
+	f.Var(headerFlag{o.headers}, "header", "additional header `K:V`, repeatable (e.g. 'Authorization: Bearer TOKEN')")
+	f.Var(payloadFlag{o.payload}, "payload", "additional payload key `K=V` added to every body, repeatable (e.g. params_key=SECRET)")
+	f.BoolVar(&o.challenge, "challenge", false, "send the challenge handshake and check the echo (no FILEs)")
+	f.BoolVar(&o.unique, "unique", false, "add a per-request payload key (mcs_send_seq) so repeated files are queued, not deduplicated (load tests)")
+	f.StringVar(&rateFlag, "rate", "", "at most this many requests per second: N, N/s, N/m or N/h (default: unlimited)")
+	f.IntVar(&o.concurrency, "concurrency", 1, "requests in flight at once")
+	f.IntVar(&o.count, "count", 0, "send this many requests, cycling through the FILEs")
+	f.DurationVar(&o.duration, "duration", 0, "keep sending for this long, cycling through the FILEs")
+	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of one request")
+	f.BoolVar(&o.insecureTLS, "insecure-skip-verify", false, "accept any TLS certificate (self-signed test installations)")
+	cmd.ValidArgsFunction = func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
+	}
+	return cmd
 }
 
-func parseSendFlags(env *environment, args []string) (*sendOptions, error) {
-	fs := newFlagSet(env, "send", "--url URL [flags] FILE... | --challenge", sendDescription)
-	o := &sendOptions{headers: http.Header{}, payload: map[string]string{}}
-	fs.StringVar(&o.url, "url", "", "receiver URL, e.g. http://localhost:8080/webhooks/miitel/default (required)")
-	fs.Func("header", "additional header `K:V`, repeatable (e.g. 'Authorization: Bearer TOKEN')", func(v string) error {
-		k, val, ok := strings.Cut(v, ":")
-		k = strings.TrimSpace(k)
-		if !ok || k == "" {
-			return fmt.Errorf("want K:V, got %q", v)
-		}
-		switch http.CanonicalHeaderKey(k) {
-		case "User-Agent", "Content-Type":
-			return fmt.Errorf("MiiTel does not let an admin change %s", k)
-		}
-		o.headers.Add(k, strings.TrimSpace(val))
-		return nil
-	})
-	fs.Func("payload", "additional payload key `K=V` added to every body, repeatable (e.g. params_key=SECRET)", func(v string) error {
-		k, val, ok := strings.Cut(v, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("want K=V, got %q", v)
-		}
-		if k == "call" || k == "challenge" {
-			return fmt.Errorf("%q is not an additional payload key", k)
-		}
-		o.payload[k] = val
-		return nil
-	})
-	fs.BoolVar(&o.challenge, "challenge", false, "send the challenge handshake and check the echo (no FILEs)")
-	fs.BoolVar(&o.unique, "unique", false, "add a per-request payload key (mcs_send_seq) so repeated files are queued, not deduplicated (load tests)")
-	rateFlag := fs.String("rate", "", "at most this many requests per second: N, N/s, N/m or N/h (default: unlimited)")
-	fs.IntVar(&o.concurrency, "concurrency", 1, "requests in flight at once")
-	fs.IntVar(&o.count, "count", 0, "send this many requests, cycling through the FILEs")
-	fs.DurationVar(&o.duration, "duration", 0, "keep sending for this long, cycling through the FILEs")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of one request")
-	fs.BoolVar(&o.insecureTLS, "insecure-skip-verify", false, "accept any TLS certificate (self-signed test installations)")
-	if err := parseFlags(fs, args); err != nil {
-		return nil, err
-	}
-	o.files = fs.Args()
+// headerFlag is --header K:V: MiiTel's "additional headers".
+type headerFlag struct{ h http.Header }
 
-	u, err := url.Parse(o.url)
+func (f headerFlag) String() string { return "" }
+func (f headerFlag) Type() string   { return "K:V" }
+func (f headerFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, ":")
+	k = strings.TrimSpace(k)
+	if !ok || k == "" {
+		return fmt.Errorf("want K:V, got %q", v)
+	}
+	switch http.CanonicalHeaderKey(k) {
+	case "User-Agent", "Content-Type":
+		return fmt.Errorf("MiiTel does not let an admin change %s", k)
+	}
+	f.h.Add(k, strings.TrimSpace(val))
+	return nil
+}
+
+// payloadFlag is --payload K=V: MiiTel's "additional payload".
+type payloadFlag struct{ m map[string]string }
+
+func (f payloadFlag) String() string { return "" }
+func (f payloadFlag) Type() string   { return "K=V" }
+func (f payloadFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want K=V, got %q", v)
+	}
+	if k == "call" || k == "challenge" {
+		return fmt.Errorf("%q is not an additional payload key", k)
+	}
+	f.m[k] = val
+	return nil
+}
+
+// complete checks the flags together and reads the files.
+func (o *sendOptions) complete(rateFlag string, files []string) error {
+	var err error
+	o.files = files
+
+	u, perr := url.Parse(o.url)
 	switch {
 	case o.url == "":
-		return nil, usagef("--url is required")
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return nil, usagef("--url %q is not an http(s) URL", o.url)
+		return usagef("--url is required")
+	case perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return usagef("--url %q is not an http(s) URL", o.url)
 	case o.challenge && len(o.files) > 0:
-		return nil, usagef("--challenge sends its own body: give no FILE")
+		return usagef("--challenge sends its own body: give no FILE")
 	case !o.challenge && len(o.files) == 0:
-		return nil, usagef("give at least one FILE to send, or --challenge")
+		return usagef("give at least one FILE to send, or --challenge")
 	case o.count < 0 || o.duration < 0:
-		return nil, usagef("--count and --duration must not be negative")
+		return usagef("--count and --duration must not be negative")
 	case o.count > 0 && o.duration > 0:
-		return nil, usagef("give --count or --duration, not both")
+		return usagef("give --count or --duration, not both")
 	case o.concurrency < 1:
-		return nil, usagef("--concurrency must be at least 1")
+		return usagef("--concurrency must be at least 1")
 	case o.timeout <= 0:
-		return nil, usagef("--timeout must be positive")
+		return usagef("--timeout must be positive")
 	}
-	if o.rate, err = parseRate(*rateFlag); err != nil {
-		return nil, usagef("--rate: %v", err)
+	if o.rate, err = parseRate(rateFlag); err != nil {
+		return usagef("--rate: %v", err)
 	}
 	o.repeat = o.count > 0 || o.duration > 0
 	if !o.repeat {
@@ -149,17 +177,17 @@ func parseSendFlags(env *environment, args []string) (*sendOptions, error) {
 	for _, f := range o.files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, usagef("%v", err)
+			return usagef("%v", err)
 		}
 		if len(o.payload) > 0 || o.unique {
 			// Both add top-level keys: --payload here, once, --unique per request (withKey).
 			if b, err = mergePayload(b, o.payload); err != nil {
-				return nil, usagef("%s: %v", f, err)
+				return usagef("%s: %v", f, err)
 			}
 		}
 		o.bodies = append(o.bodies, b)
 	}
-	return o, nil
+	return nil
 }
 
 // parseRate reads "N", "N/s", "N/m" or "N/h"; "" and 0 mean unlimited.

@@ -96,9 +96,9 @@ func TestSendUsageErrors(t *testing.T) {
 		})
 	}
 	t.Run("--help", func(t *testing.T) {
-		code, _, stderr := runCLI(t, nil, "send", "--help")
-		if code != exitOK || !strings.Contains(stderr, "MiiTel-Webhook/v1") || !strings.Contains(stderr, "-concurrency") {
-			t.Errorf("exit %d, help %q", code, stderr)
+		code, stdout, stderr := runCLI(t, nil, "send", "--help")
+		if code != exitOK || !strings.Contains(stdout, "MiiTel-Webhook/v1") || !strings.Contains(stdout, "--concurrency int") || stderr != "" {
+			t.Errorf("exit %d, help on stdout %q, stderr %q", code, stdout, stderr)
 		}
 	})
 }

@@ -3,14 +3,15 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -18,47 +19,62 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker"
 )
 
-func runServe(ctx context.Context, env *environment, args []string) error {
-	return runProcess(ctx, env, args, "serve", config.RoleAll,
-		"Runs the webhook receiver and the CRM worker in one process. With no --config it runs the\n"+
-			"embedded default: port 8080, one open route /webhooks/miitel/default, an in-process Redis\n"+
-			"(nothing is durable) and a dry-run CRM connector that logs the requests it would send.")
+// processOptions are the flags of serve, receiver and worker.
+type processOptions struct {
+	env    *environment
+	config string
+	name   string
+	role   config.Role
 }
 
-func runReceiver(ctx context.Context, env *environment, args []string) error {
-	return runProcess(ctx, env, args, "receiver", config.Role{Receiver: true},
+func newServeCmd(env *environment) *cobra.Command {
+	return newProcessCmd(env, "serve", config.RoleAll,
+		"Run the receiver and the worker in one process",
+		"Runs the webhook receiver and the CRM worker in one process. With no --config it runs the\n"+
+			"embedded default: port 8080, one open route /webhooks/miitel/default, an in-process Redis\n"+
+			"(nothing is durable) and a dry-run CRM connector that prints the requests it would send.")
+}
+
+func newReceiverCmd(env *environment) *cobra.Command {
+	return newProcessCmd(env, "receiver", config.Role{Receiver: true},
+		"Run only the webhook receiver (HTTP)",
 		"Runs only the webhook receiver: answers MiiTel's challenge and queues every call detail\n"+
 			"in Redis. Scale it separately from the worker; both must name the same Redis.")
 }
 
-func runWorker(ctx context.Context, env *environment, args []string) error {
-	return runProcess(ctx, env, args, "worker", config.Role{Worker: true},
+func newWorkerCmd(env *environment) *cobra.Command {
+	return newProcessCmd(env, "worker", config.Role{Worker: true},
+		"Run only the CRM delivery worker",
 		"Runs only the CRM worker: takes queued call events from Redis, renders the route's mapping\n"+
 			"and upserts the activity into the CRM. Serves /healthz, /readyz and /metrics on\n"+
 			"worker.metrics_listen (default :9090).")
 }
 
-// configFlag registers --config, defaulting to $MCS_CONFIG.
-func configFlag(env *environment, fs *flag.FlagSet) *string {
-	return fs.String("config", env.getenv("MCS_CONFIG"), "config file (YAML); empty runs the embedded default (env MCS_CONFIG)")
+func newProcessCmd(env *environment, name string, role config.Role, short, long string) *cobra.Command {
+	o := &processOptions{env: env, name: name, role: role}
+	cmd := &cobra.Command{
+		Use:   name + " [--config FILE]",
+		Short: short,
+		Long:  long,
+		Args:  usageArgs(cobra.NoArgs),
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runProcess(cmd.Context(), o) },
+	}
+	configFlag(env, cmd.Flags(), &o.config)
+	return cmd
 }
 
 // runProcess is main's run for the long-running subcommands: load config, build the logger,
 // open Redis, build the role's parts, then run them under one context and wait for all of
 // them to stop. Every part is built before any starts, so one that cannot be built leaves
 // nothing running (a receiver listening while the process reports a failed start).
-func runProcess(ctx context.Context, env *environment, args []string, name string, role config.Role, description string) error {
-	fs := newFlagSet(env, name, "[--config FILE]", description)
-	cfgPath := configFlag(env, fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := config.LoadFor(*cfgPath, env.getenv, role)
+func runProcess(ctx context.Context, o *processOptions) error {
+	env, role := o.env, o.role
+	cfg, err := config.LoadFor(o.config, env.getenv, role)
 	if err != nil {
-		return usageError{err}
+		return configError(err)
 	}
-	log := newLogger(env, cfg.Log)
-	log.Info("starting", "command", name, "version", version, "config", cfg.Dump())
+	log, text := newLogger(env, cfg.Log)
+	logStart(ctx, log, text, o.name, cfg)
 
 	rdb, closeRedis, err := openRedis(cfg.Redis, log)
 	if err != nil {
@@ -75,22 +91,36 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	var parts []func() error
+	// The connection check's results go into /readyz: the receiver's in serve, the ops
+	// server's in a worker-only process. Built first, filled once the connectors exist.
+	var checks *connChecks
+	if role.Worker {
+		if checks, err = newConnChecks(cfg.Worker.CheckInterval, log.With("component", "check"), reg); err != nil {
+			return err
+		}
+	}
 	if role.Receiver {
-		rcv, err := receiver.New(receiver.Options{
+		ro := receiver.Options{
 			Routes: cfg.Routes, Server: cfg.Server, Queue: cfg.Queue, Redis: rdb,
 			Logger: log.With("component", "receiver"), Registerer: reg, Gatherer: reg,
-		})
+		}
+		if checks != nil {
+			ro.ReadyDetail = checks.readyDetail
+		}
+		rcv, err := receiver.New(ro)
 		if err != nil {
-			return usageError{err}
+			return configError(err)
 		}
 		parts = append(parts, func() error { return rcv.Run(ctx) })
 	}
 	if role.Worker {
 		reg.MustRegister(worker.NewQueueCollector(rdb, cfg.Queue.Name))
-		d, err := newDelivery(ctx, cfg, rdb, log, reg, env.stdout)
+		d, err := newDelivery(ctx, cfg, env.connectorBuilder(), rdb, log, reg, env.stdout)
 		if err != nil {
 			return err
 		}
+		logRecordKeys(log, cfg, d.mappings)
+		checks.targets = checkTargets(cfg, d.conns, d.mappings)
 		for _, s := range d.watchers {
 			parts = append(parts, func() error { return s.Run(ctx) })
 		}
@@ -102,8 +132,14 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 			return err
 		}
 		parts = append(parts, func() error { return w.Run(ctx) })
+		// In the background: a CRM that is unreachable or misconfigured never keeps a
+		// worker from starting (its calls retry); the check only says so.
+		parts = append(parts, func() error { checks.Run(ctx); return nil })
 		if !role.Receiver { // the receiver already serves health and metrics in `serve`
-			ops := worker.NewOps(cfg.Worker.MetricsListen, rdb, reg, cfg.Worker.ShutdownTimeout, log)
+			ops := worker.NewOps(worker.OpsOptions{
+				Addr: cfg.Worker.MetricsListen, Redis: rdb, Gatherer: reg,
+				ShutdownTimeout: cfg.Worker.ShutdownTimeout, Logger: log, Checks: checks.results,
+			})
 			parts = append(parts, func() error { return ops.Run(ctx) })
 		}
 	}
@@ -114,37 +150,63 @@ func runProcess(ctx context.Context, env *environment, args []string, name strin
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	log.Info("stopped", "command", name)
+	log.Info("stopped", "command", o.name)
 	return nil
 }
 
-func newLogger(env *environment, c config.Log) *slog.Logger {
+// newLogger builds the process's logger: text when log.format is text, or auto and stderr
+// is a terminal (a person is reading); JSON otherwise (a log collector is). It reports
+// whether it chose text.
+func newLogger(env *environment, c config.Log) (*slog.Logger, bool) {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.Level)) // validated by config.Load
 	opts := &slog.HandlerOptions{Level: lvl}
-	if c.Format == "text" {
-		return slog.New(slog.NewTextHandler(env.stderr, opts))
+	text := c.Format == "text" || (c.Format == "auto" && env.terminal(env.stderr))
+	if text {
+		return slog.New(slog.NewTextHandler(env.stderr, opts)), true
 	}
-	return slog.New(slog.NewJSONHandler(env.stderr, opts))
+	return slog.New(slog.NewJSONHandler(env.stderr, opts)), false
+}
+
+// logStart logs the start and the configuration the process runs with: in JSON one nested
+// object a log query can reach into, in text one line per section a person can read.
+func logStart(ctx context.Context, log *slog.Logger, text bool, name string, cfg *config.Config) {
+	if !text {
+		log.Info("starting", "command", name, "version", version, "config", cfg)
+		return
+	}
+	log.Info("starting", "command", name, "version", version, "config_file", cfg.Source)
+	for _, s := range cfg.Sections() {
+		log.LogAttrs(ctx, slog.LevelInfo, "configuration", append([]slog.Attr{slog.String("section", s.Name)}, s.Attrs...)...)
+	}
 }
 
 // openRedis connects to the configured Redis, or starts the embedded in-process one.
 func openRedis(c config.Redis, log *slog.Logger) (redis.UniversalClient, func(), error) {
 	if c.Embedded() {
-		mr := miniredis.NewMiniRedis()
-		if err := mr.Start(); err != nil {
-			return nil, nil, fmt.Errorf("embedded redis: %w", err)
+		rdb, stop, err := embeddedRedis()
+		if err != nil {
+			return nil, nil, err
 		}
 		log.Warn("NO REDIS CONFIGURED: using an in-process Redis. NOTHING IS DURABLE: queued calls are lost when this process stops. Set redis.url (or MCS_REDIS_URL) for anything but a trial.",
-			"embedded_redis", mr.Addr())
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		return rdb, func() { _ = rdb.Close(); mr.Close() }, nil
+			"embedded_redis", rdb.Options().Addr)
+		return rdb, stop, nil
 	}
 	rdb, err := dialRedis(c)
 	if err != nil {
 		return nil, nil, err
 	}
 	return rdb, func() { _ = rdb.Close() }, nil
+}
+
+// embeddedRedis starts an in-process Redis and a client of it.
+func embeddedRedis() (*redis.Client, func(), error) {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		return nil, nil, fmt.Errorf("embedded redis: %w", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	return rdb, func() { _ = rdb.Close(); mr.Close() }, nil
 }
 
 // dialRedis is a client of the configured Redis. The admin commands (replay, oauth) call it
@@ -155,30 +217,52 @@ func dialRedis(c config.Redis) (redis.UniversalClient, error) {
 	}
 	o, err := c.UniversalOptions()
 	if err != nil {
-		return nil, usageError{err}
+		return nil, configError(err)
 	}
 	return redis.NewUniversalClient(o), nil
 }
 
-func runConfig(_ context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "config", "[--config FILE] [--role serve|receiver|worker]",
-		"Loads the config file exactly as the service would (defaults, file, MCS_* environment,\n"+
-			"secrets) and prints it as JSON with secrets masked. Exit 2 lists every problem.\n"+
-			"--role checks only the secrets that process resolves: a receiver needs the webhook\n"+
-			"credentials, a worker the CRM credentials, serve both; all need Redis's.")
-	cfgPath := configFlag(env, fs)
-	roleName := fs.String("role", "serve", "which process's secrets to resolve: serve, receiver or worker")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// configOptions are the flags of `config`.
+type configOptions struct {
+	env    *environment
+	config string
+	role   string
+}
+
+func newConfigCmd(env *environment, runF func(*configOptions) error) *cobra.Command {
+	o := &configOptions{env: env}
+	cmd := &cobra.Command{
+		Use:   "config [--config FILE] [--role serve|receiver|worker]",
+		Short: "Check a config file and print it resolved, secrets masked",
+		Long: "Loads the config file exactly as the service would (defaults, file, MCS_* environment,\n" +
+			"vendor defaults, secrets) and prints the effective configuration as JSON with secrets\n" +
+			"masked: every value the service runs with, the CRMs' default rate limits and cache TTLs\n" +
+			"included. Exit 2 lists every problem, each with file:line:col.\n" +
+			"--role checks only the secrets that process resolves: a receiver needs the webhook\n" +
+			"credentials, a worker the CRM credentials, serve both; all need Redis's.",
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(*cobra.Command, []string) error {
+			if runF != nil {
+				return runF(o)
+			}
+			return runConfig(o)
+		},
 	}
-	role, ok := map[string]config.Role{"serve": config.RoleAll, "receiver": {Receiver: true}, "worker": {Worker: true}}[*roleName]
+	configFlag(env, cmd.Flags(), &o.config)
+	cmd.Flags().StringVar(&o.role, "role", "serve", "which process's secrets to resolve: serve, receiver or worker")
+	_ = cmd.RegisterFlagCompletionFunc("role", cobra.FixedCompletions([]string{"serve", "receiver", "worker"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func runConfig(o *configOptions) error {
+	role, ok := map[string]config.Role{"serve": config.RoleAll, "receiver": {Receiver: true}, "worker": {Worker: true}}[o.role]
 	if !ok {
-		return usagef("config: --role %q is not serve, receiver or worker", *roleName)
+		return usagef("--role %q is not serve, receiver or worker", o.role)
 	}
-	cfg, err := config.LoadFor(*cfgPath, env.getenv, role)
+	cfg, err := config.LoadFor(o.config, o.env.getenv, role)
 	if err != nil {
-		return usageError{err}
+		return configError(err)
 	}
-	fmt.Fprintln(env.stdout, cfg.Dump())
-	return nil
+	_, err = io.WriteString(o.env.stdout, cfg.DumpIndented()+"\n")
+	return err
 }

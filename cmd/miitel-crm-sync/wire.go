@@ -18,26 +18,46 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/salesforce"
 )
 
-// delivery is the worker's processor with what must run beside it (mapping watchers).
+// delivery is the worker's processor with what must run beside it (mapping watchers), and
+// what it was built from: the connector of each connection and the mapping of each route
+// (the connection check and the start-up log read them).
 type delivery struct {
 	proc     worker.Processor
 	watchers []*mappers.Store
+	conns    map[string]crm.Connector
+	mappings map[string]func() *mappers.Mapping
+}
+
+// connectorBuilder builds the connector of one connection. newConnector is the real one;
+// tests pass others (environment.connectors) to run the worker's wiring against fakes.
+type connectorBuilder func(ctx context.Context, cfg *config.Config, cn config.Connection, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (crm.Connector, error)
+
+// buildConnectors builds the connector of every connection, exactly as the worker uses them.
+func buildConnectors(ctx context.Context, cfg *config.Config, build connectorBuilder, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (map[string]crm.Connector, error) {
+	conns := map[string]crm.Connector{}
+	for _, cn := range cfg.Connections {
+		c, err := build(ctx, cfg, cn, rdb, log, reg, out)
+		if err != nil {
+			return nil, err
+		}
+		conns[cn.Name] = c
+	}
+	return conns, nil
 }
 
 // newDelivery builds, per route, the mapping and the CRM connector, and the pipeline that
 // uses them. ctx is the process's long-lived context: connectors fetch OAuth tokens on it.
-func newDelivery(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (*delivery, error) {
-	conns := map[string]crm.Connector{}
+func newDelivery(ctx context.Context, cfg *config.Config, build connectorBuilder, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (*delivery, error) {
+	conns, err := buildConnectors(ctx, cfg, build, rdb, log, reg, out)
+	if err != nil {
+		return nil, err
+	}
 	kinds := map[string]string{}
 	for _, cn := range cfg.Connections {
-		c, err := newConnector(ctx, cfg, cn, rdb, log, reg, out)
-		if err != nil {
-			return nil, err
-		}
-		conns[cn.Name], kinds[cn.Name] = c, cn.Type
+		kinds[cn.Name] = cn.Type
 	}
 	var dry crm.Connector // the route without a connection: print what would be sent
-	d := &delivery{}
+	d := &delivery{conns: conns, mappings: map[string]func() *mappers.Mapping{}}
 	routes := map[string]worker.Route{}
 	for _, r := range cfg.Routes {
 		conn, kind := conns[r.Connection], kinds[r.Connection]
@@ -52,11 +72,12 @@ func newDelivery(ctx context.Context, cfg *config.Config, rdb redis.UniversalCli
 			return nil, err
 		}
 		if crmOf := get().CRM(); kind != "dryrun" && crmOf != kind {
-			return nil, usagef("routes %s: mapping %s is written for %s but connection %q is %s", r.Name, get().File(), crmOf, r.Connection, kind)
+			return nil, configError(fmt.Errorf("routes %s: mapping %s is written for %s but connection %q is %s", r.Name, get().File(), crmOf, r.Connection, kind))
 		}
 		if store != nil && cfg.Worker.HotReload {
 			d.watchers = append(d.watchers, store)
 		}
+		d.mappings[r.Name] = get
 		routes[r.Name] = worker.Route{Mapping: func() worker.Renderer { return get() }, Connector: conn}
 	}
 	d.proc = worker.NewPipeline(worker.PipelineOptions{
@@ -83,9 +104,29 @@ func routeMapping(r config.Route, kind string, log *slog.Logger, reg prometheus.
 	}
 	s, err := mappers.NewStore(r.Mapping, mappers.StoreOptions{Logger: log.With("component", "mapping", "route", r.Name), Registerer: reg})
 	if err != nil {
-		return nil, nil, usageError{fmt.Errorf("routes %s: %w", r.Name, err)}
+		return nil, nil, configError(fmt.Errorf("routes %s: %w", r.Name, err))
 	}
 	return s.Current, s, nil
+}
+
+// loadRouteMapping is a route's mapping, loaded once (no watcher): its file, or the
+// shipped mapping of the route's CRM.
+func loadRouteMapping(r config.Route, kind string) (*mappers.Mapping, error) {
+	if r.Mapping == "" {
+		if kind == "dryrun" || kind == "" {
+			kind = "hubspot"
+		}
+		m, err := mappers.Builtin(kind)
+		if err != nil {
+			return nil, fmt.Errorf("routes %s: %w", r.Name, err)
+		}
+		return m, nil
+	}
+	m, err := mappers.Load(r.Mapping)
+	if err != nil {
+		return nil, configError(fmt.Errorf("routes %s: %w", r.Name, err))
+	}
+	return m, nil
 }
 
 // newConnector is the one place that knows every CRM: a new CRM is a package under
@@ -101,5 +142,5 @@ func newConnector(ctx context.Context, cfg *config.Config, cn config.Connection,
 	case "dryrun":
 		return dryrun.New(dryrun.Options{Out: out}), nil
 	}
-	return nil, usagef("connections %s: unknown type %q", cn.Name, cn.Type)
+	return nil, configError(fmt.Errorf("connections %s: unknown type %q", cn.Name, cn.Type))
 }

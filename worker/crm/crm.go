@@ -31,6 +31,9 @@ type Result struct {
 	Created   bool   `json:"created"`              // true when this call created it
 	ContactID string `json:"contact_id,omitempty"` // the associated contact/lead, if any
 	OwnerID   string `json:"owner_id,omitempty"`   // the owner set, if any
+	// Assumed: ContactID and OwnerID are placeholders for lookups that were not made (a dry
+	// run cannot know whether the CRM would find them), not found records.
+	Assumed bool `json:"assumed,omitempty"`
 }
 
 // Class is what a failure means for the retry policy.

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/hubspot"
@@ -76,7 +77,7 @@ type Connector struct {
 // New returns a dry-run connector.
 func New(o Options) *Connector {
 	if o.HubSpotBaseURL == "" {
-		o.HubSpotBaseURL = hubspot.DefaultBaseURL
+		o.HubSpotBaseURL = config.HubSpotBaseURL
 	}
 	if o.SalesforceBaseURL == "" {
 		o.SalesforceBaseURL = "https://{my-domain}.my.salesforce.com"
@@ -85,7 +86,7 @@ func New(o Options) *Connector {
 		o.SalesforceExternalIDField = "MiiTel_Detail_Id__c"
 	}
 	if o.SalesforceAPIVersion == "" {
-		o.SalesforceAPIVersion = salesforce.DefaultAPIVersion
+		o.SalesforceAPIVersion = config.SalesforceAPIVersion
 	}
 	return &Connector{o: o, seen: map[string]bool{}}
 }
@@ -100,8 +101,8 @@ func (c *Connector) Requests() []Request {
 	return slices.Clone(c.requests)
 }
 
-// Deliver records and prints the requests for rec. The Result's ID is a placeholder and
-// Created is true the first time an external id is seen.
+// Deliver records and prints the requests for rec. The Result's ids are placeholders
+// (Assumed) and Created is true the first time an external id is seen.
 func (c *Connector) Deliver(_ context.Context, rec *mappers.Record) (crm.Result, error) {
 	if rec.ExternalID.Value == "" {
 		return crm.Result{}, &crm.Error{Class: crm.Permanent, Op: "dryrun: deliver", Code: "MAPPING", Msg: "record has no external id"}
@@ -119,7 +120,9 @@ func (c *Connector) Deliver(_ context.Context, rec *mappers.Record) (crm.Result,
 
 	var reqs []Request
 	var err error
-	res := crm.Result{ID: CallID, Created: first}
+	// The ids are placeholders: the dry run asks no CRM, so it can only assume the owner and
+	// the contact would be found.
+	res := crm.Result{ID: CallID, Created: first, Assumed: true}
 	if rec.Owner != nil && rec.Owner.Email != "" {
 		res.OwnerID = OwnerID
 	}

@@ -273,3 +273,21 @@ func TestMemoryIsBounded(t *testing.T) {
 		t.Errorf("after %d ids: %d remembered, want the set cleared", maxSeen, len(c.seen))
 	}
 }
+
+// A dry run cannot know whether the CRM would find the contact and the owner: its result
+// says the placeholder ids are assumed, so the worker does not log them as found.
+func TestResultSaysTheLookupsAreAssumed(t *testing.T) {
+	c := New(Options{})
+	res, err := c.Deliver(t.Context(), salesforceRecord())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Assumed || res.ContactID != ContactID || res.OwnerID != OwnerID || !res.Created {
+		t.Errorf("result %+v, want assumed placeholder ids", res)
+	}
+	rec := hubspotRecord("b")
+	rec.Contact, rec.Owner = nil, nil
+	if res, _ := c.Deliver(t.Context(), rec); res.ContactID != "" || res.OwnerID != "" {
+		t.Errorf("no lookups asked, result %+v", res)
+	}
+}
