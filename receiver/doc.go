@@ -11,9 +11,12 @@
 //	auth (headers, then    no credential presented                401 unauthorized (+ WWW-Authenticate)
 //	  payload keys)        a credential presented, none valid     403 forbidden
 //	content type           not application/json (utf-8)           415 unsupported_media_type
-//	parse                  not a JSON object                      400 malformed_json
+//	parse                  not UTF-8 text (or a lone \ud800 escape) 400 invalid_utf8 (names the offset)
+//	                       not a JSON object                      400 malformed_json
+//	                       both "challenge" and "call"            400 challenge_with_call
 //	challenge              {"challenge": token}                   200 text/plain token (no Redis call)
-//	validate               a MiiTel essential missing or mistyped 400 invalid_payload
+//	validate               "video" and no "call"                  422 unsupported_event (ErrVideoEvent)
+//	                       a MiiTel essential missing or mistyped 400 invalid_payload
 //	enqueue                Redis down or slower than EnqueueTimeout 503 unavailable (+ Retry-After)
 //	                       otherwise                              200 {"queued": n, "duplicates": m, ...}
 //
@@ -22,9 +25,10 @@
 // admin can tell a missing "additional header" from a wrong one; neither says which
 // credential kinds exist beyond the WWW-Authenticate challenge. Authentication comes before
 // content-type and JSON checks, so an unauthenticated caller learns nothing about the parser.
-// A body with a "challenge" key is a handshake even if it also carries a call: MiiTel's
-// handshake carries the admin's additional payload, and queueing from a handshake would be
-// a surprise. The configured payload-credential keys are removed before anything is queued,
+// A body with both "challenge" and "call" is refused (400): MiiTel sends the challenge only
+// when an admin saves the webhook setting, with the admin's additional payload and never
+// with a call, and answering either half would acknowledge the other without acting on it.
+// The configured payload-credential keys are removed before anything is queued,
 // matched or not (a rotated-out key is still a secret).
 //
 // Deduplication: each task's TaskID is a dedupe key, a hash over the route, call id, detail

@@ -192,7 +192,7 @@ func (r *Receiver) invalid(c *gin.Context, rl *requestLog, err error) {
 	var ie *invalidError
 	if errors.As(err, &ie) {
 		rl.outcome, rl.err = outcomeInvalid, err
-		writeError(c, http.StatusBadRequest, ie.code, ie.msg)
+		writeError(c, ie.httpStatus(), ie.code, ie.msg)
 		return
 	}
 	rl.outcome, rl.err = outcomeInternal, err

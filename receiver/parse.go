@@ -8,15 +8,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 )
 
 // ErrChallenge is what ParseEvents returns for MiiTel's setup handshake, which is not a call.
 var ErrChallenge = errors.New("receiver: a challenge (the webhook setup handshake), not a call")
+
+// ErrVideoEvent is wrapped by the error for MiiTel's video_analysis_completed event (a body
+// with a top-level "video" and no "call"): video meetings are not call history. The
+// receiver answers it 422 unsupported_event; `mapping preview` recognises it with errors.Is.
+var ErrVideoEvent = errors.New("video_analysis_completed events (MiiTel video meetings) are not call history; this service syncs calls")
 
 // ParseEvents turns a request body into the events the receiver queues for it, checked as
 // the receiver checks them, without authentication or Redis. `mapping preview` renders
@@ -46,11 +53,32 @@ func ParseEvents(route string, body []byte, credentialKeys []string, receivedAt 
 // invalidError is a request the sender must fix: 400 with code and a message that names
 // the offending field (never its value: values may be phone numbers or transcript).
 type invalidError struct {
-	code string
-	msg  string
+	code   string
+	msg    string
+	status int   // 0 means 400
+	is     error // a sentinel the error matches (errors.Is), or nil
 }
 
 func (e *invalidError) Error() string { return e.msg }
+
+func (e *invalidError) Unwrap() error { return e.is }
+
+// httpStatus is the answer's status: 400 unless the error says otherwise.
+func (e *invalidError) httpStatus() int {
+	if e.status == 0 {
+		return http.StatusBadRequest
+	}
+	return e.status
+}
+
+// errChallengeWithCall refuses a body with both keys. MiiTel sends a challenge only when an
+// admin saves the webhook setting (with the admin's additional payload), never with a
+// call; answering either half would acknowledge the other without acting on it.
+var errChallengeWithCall = &invalidError{code: "challenge_with_call",
+	msg: "a body with both challenge and call is ambiguous: MiiTel sends challenge only when the webhook setting is saved, never with a call; nothing was queued"}
+
+var errVideoEvent = &invalidError{code: "unsupported_event", msg: ErrVideoEvent.Error(),
+	status: http.StatusUnprocessableEntity, is: ErrVideoEvent}
 
 func invalidf(format string, a ...any) error {
 	return &invalidError{code: "invalid_payload", msg: fmt.Sprintf(format, a...)}
@@ -61,6 +89,9 @@ func invalidf(format string, a ...any) error {
 func decodeTop(body []byte) (map[string]json.RawMessage, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, &invalidError{code: "malformed_json", msg: "request body is empty"}
+	}
+	if err := checkText(body); err != nil {
+		return nil, err
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
@@ -87,6 +118,9 @@ func challengeOf(top map[string]json.RawMessage) (token string, isChallenge bool
 	if !ok {
 		return "", false, nil
 	}
+	if _, withCall := top["call"]; withCall {
+		return "", false, errChallengeWithCall
+	}
 	if err := json.Unmarshal(raw, &token); err != nil || isNull(raw) {
 		return "", true, invalidf("challenge must be a string")
 	}
@@ -103,6 +137,9 @@ func challengeOf(top map[string]json.RawMessage) (token string, isChallenge bool
 // explainDecodeError, so that the 400 names the offending field with its detail index.
 func parseCall(route string, top map[string]json.RawMessage, payload map[string]any, receivedAt time.Time) ([]*miitel.Event, error) {
 	rawCall, ok := top["call"]
+	if _, video := top["video"]; video && !ok {
+		return nil, errVideoEvent
+	}
 	if !ok || isNull(rawCall) {
 		return nil, invalidf("call is required")
 	}
@@ -302,4 +339,101 @@ func dedupeKey(route, callID string, kind miitel.Kind, d *miitel.Detail, payload
 	h.Write(content[:])
 	h.Write(payloadHash[:])
 	return hex.EncodeToString(h.Sum(nil))[:dedupeKeyLen], nil
+}
+
+// checkText refuses a body that is not UTF-8 text: encoding/json would silently replace
+// each bad byte with U+FFFD and the CRM would store the damage. JSON escapes of lone UTF-16
+// surrogates (\ud800 without its pair) are the same defect in escaped form (a sender whose
+// text held undecodable bytes: Python's surrogateescape, for one) and decode to U+FFFD just
+// the same, so they are refused alike. The common case costs one utf8.Valid pass and, only
+// when the body has a \u escape that could be a surrogate, one walk over its backslashes.
+func checkText(body []byte) error {
+	if !utf8.Valid(body) {
+		return &invalidError{code: "invalid_utf8",
+			msg: fmt.Sprintf("request body is not valid UTF-8: invalid byte at offset %d", firstInvalidUTF8(body))}
+	}
+	if !bytes.Contains(body, []byte(`\ud`)) && !bytes.Contains(body, []byte(`\uD`)) {
+		return nil
+	}
+	for i := 0; ; {
+		j := bytes.IndexByte(body[i:], '\\')
+		if j < 0 {
+			return nil
+		}
+		i += j
+		if i+1 >= len(body) {
+			return nil // a trailing backslash: the JSON parser reports it
+		}
+		if body[i+1] != 'u' {
+			i += 2 // \\, \n, ...: the escaped byte cannot start an escape
+			continue
+		}
+		r, ok := hex4(body, i+2)
+		switch {
+		case !ok || r < 0xd800 || r > 0xdfff:
+			// not a surrogate (or not hex: the JSON parser reports it)
+		case r <= 0xdbff:
+			if lowSurrogateAt(body, i+6) {
+				i += 12
+				continue
+			}
+			return loneSurrogate(body, i)
+		default:
+			return loneSurrogate(body, i)
+		}
+		i += 6
+	}
+}
+
+func loneSurrogate(body []byte, i int) error {
+	return &invalidError{code: "invalid_utf8", msg: fmt.Sprintf(
+		"request body is not valid UTF-8: the escape %s at offset %d is a lone UTF-16 surrogate, not a character", body[i:i+6], i)}
+}
+
+// lowSurrogateAt reports whether body[i:] starts with a \uDC00-\uDFFF escape.
+func lowSurrogateAt(body []byte, i int) bool {
+	if i+1 >= len(body) || body[i] != '\\' || body[i+1] != 'u' {
+		return false
+	}
+	r, ok := hex4(body, i+2)
+	return ok && r >= 0xdc00 && r <= 0xdfff
+}
+
+// hex4 decodes the four hex digits at body[i:].
+func hex4(body []byte, i int) (rune, bool) {
+	if i+4 > len(body) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range body[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// firstInvalidUTF8 is the offset of the first byte that does not start a valid UTF-8
+// sequence; only called once utf8.Valid said there is one.
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
 }
