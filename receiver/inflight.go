@@ -8,11 +8,12 @@ import (
 )
 
 // bodyCostFactor is what one byte of body costs in memory while its request is handled: the
-// body itself, the call decoded from it (its strings are copies), the detail re-encoded
-// for the dedupe hash and the task, and the task message built around it (see
-// BenchmarkAcceptLarge's B/op, about 3.2 bytes allocated per body byte for a 270 KB call).
-// A request is charged this much per body byte against Server.MaxInflightBytes before its
-// body is read.
+// body itself, the call decoded from it (its strings are copies), the detail encoded once
+// for the dedupe hash and the task, and the task message built around it. A heap profile of
+// BenchmarkAcceptVsBaselines/270KB shows about 7.5 bytes allocated per body byte, of which
+// about 4 are alive at the same time (encoding/json's unquote buffer and its encode buffer
+// are garbage or pooled once the copy is made). A request is charged this much per body
+// byte against Server.MaxInflightBytes before its body is read.
 const bodyCostFactor = 4
 
 // minCharge is charged for a request whatever its body: buffers, the parsed event and the
