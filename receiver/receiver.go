@@ -68,7 +68,14 @@ func New(opts Options) (*Receiver, error) {
 	if opts.Server.MaxBodyBytes <= 0 {
 		bad("server.max_body_bytes must be positive")
 	}
-	if opts.Server.MaxInflightRequests <= 0 {
+	// Zero means unset (a caller that builds config.Server by hand): config.Default's values.
+	if opts.Server.MaxInflightRequests == 0 {
+		opts.Server.MaxInflightRequests = 256
+	}
+	if opts.Server.MaxInflightBytes == 0 {
+		opts.Server.MaxInflightBytes = max(64<<20, bodyCostFactor*opts.Server.MaxBodyBytes)
+	}
+	if opts.Server.MaxInflightRequests < 0 {
 		bad("server.max_inflight_requests must be positive")
 	}
 	if opts.Server.MaxInflightBytes < bodyCostFactor*opts.Server.MaxBodyBytes {
