@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BUILD_FLAGS := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 BUILD_PKG := ./cmd/miitel-crm-sync
 
-.PHONY: all deps build test test-go test-chart vet fmt-check bench fuzz soak run clean
+.PHONY: all deps build test test-go test-chart vet fmt-check bench fuzz soak run clean load-deps load-receiver
 
 all: build
 
@@ -47,6 +47,16 @@ fuzz:
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10x $$pkg || exit 1; \
 	  done; done
+
+## load-receiver: the receiver's load run against its floor and a naive receiver, interleaved,
+## on a private redis-server (AOF everysec); docs/BENCHMARKS.md. ROUNDS=3 DUR=10s SCENARIOS=...
+load-receiver: deps load-deps
+	ROUNDS=$(or $(ROUNDS),3) DUR=$(or $(DUR),10s) bash receiver/internal/loadrun/run.sh
+
+## load-deps: wrk (closed-loop HTTP load) from Debian's packages, as deps installs redis-server
+load-deps:
+	@command -v wrk >/dev/null || { echo "installing wrk"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null; }
 
 ## run: the embedded default (in-process Redis, dry-run CRM) on :8080
 run:

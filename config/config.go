@@ -48,6 +48,12 @@ type Server struct {
 	TrustedProxies []string `yaml:"trusted_proxies" json:"trusted_proxies"`
 	// RetryAfter is the Retry-After value (seconds) of a 503 when Redis is unavailable.
 	RetryAfter time.Duration `yaml:"retry_after" json:"retry_after"`
+	// MaxInflightRequests and MaxInflightBytes bound the webhook requests handled at once
+	// and the memory their bodies hold (each body byte counts 4 times: the body, the call
+	// decoded from it and its encoded tasks). A request over either gets 503 + Retry-After
+	// before its body is read. MaxInflightBytes must hold 4 × MaxBodyBytes.
+	MaxInflightRequests int   `yaml:"max_inflight_requests" json:"max_inflight_requests" env:"MCS_SERVER_MAX_INFLIGHT_REQUESTS"`
+	MaxInflightBytes    int64 `yaml:"max_inflight_bytes" json:"max_inflight_bytes" env:"MCS_SERVER_MAX_INFLIGHT_BYTES"`
 }
 
 // Redis names the Redis that holds the queue and the shared state: one of URL (redis:// or

@@ -32,6 +32,13 @@ func Default() *Config {
 			EnqueueTimeout:    5 * time.Second,
 			ShutdownTimeout:   20 * time.Second,
 			RetryAfter:        30 * time.Second,
+			// 256 requests: at 2,000 req/s a request takes a few ms, so this is headroom
+			// for a Redis stall of ~100 ms at full rate, not the steady state.
+			MaxInflightRequests: 256,
+			// 64 MiB of body memory (4 x each body): one max-size (10 MiB) body at a time
+			// beside many ordinary ones, and with Go's GC headroom the process stays well
+			// under 150 MB whatever arrives.
+			MaxInflightBytes: 64 << 20,
 		},
 		Redis: Redis{
 			DialTimeout:  2 * time.Second,

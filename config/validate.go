@@ -146,6 +146,12 @@ func (c *Config) validateServer(errs *ErrorList) {
 	positive(errs, "server.enqueue_timeout", s.EnqueueTimeout)
 	positive(errs, "server.shutdown_timeout", s.ShutdownTimeout)
 	positive(errs, "server.retry_after", s.RetryAfter)
+	if s.MaxInflightRequests < 1 {
+		errs.at("server.max_inflight_requests", "%d must be at least 1", s.MaxInflightRequests)
+	}
+	if s.MaxInflightBytes < 4*s.MaxBodyBytes {
+		errs.at("server.max_inflight_bytes", "%d must be at least 4 x server.max_body_bytes (%d): each body byte is charged 4 times, and the largest body must fit", s.MaxInflightBytes, 4*s.MaxBodyBytes)
+	}
 	for i, p := range s.TrustedProxies {
 		if _, _, err := net.ParseCIDR(p); err != nil {
 			errs.at(fmt.Sprintf("server.trusted_proxies[%d]", i), "%q is not a CIDR", p)

@@ -3,7 +3,6 @@ package receiver
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -178,17 +177,13 @@ func decodeBasic(cred string) (string, bool) {
 
 // checkPayload looks at the configured top-level body keys. A JSON string is compared
 // unquoted; any other JSON value by its text, so {"key": 1234} matches a secret "1234".
-func (a *authenticator) checkPayload(top map[string]json.RawMessage) (ok, presented bool) {
+func (a *authenticator) checkPayload(top *topLevel) (ok, presented bool) {
 	for key, accepted := range a.payload {
-		raw, found := top[key]
+		s, found := top.credential(key)
 		if !found {
 			continue
 		}
 		presented = true
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			s = string(raw)
-		}
 		ok = anyMatch(digestOf(s), accepted) || ok
 	}
 	return ok, presented

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
@@ -120,4 +121,133 @@ func BenchmarkParse(b *testing.B) {
 	})
 	b.ReportMetric(unmarshal, "unmarshal-ns")
 	b.ReportMetric(parse/unmarshal, "x_unmarshal")
+}
+
+// benchBodies returns n request bodies: sample with a unique call id each, so every
+// request is new work.
+func benchBodies(b *testing.B, sampleBody []byte, n int) [][]byte {
+	b.Helper()
+	const id = `"99e2fdb7-845a-46de-8d94-882add220551"` // the call's and its detail's id
+	if !bytes.Contains(sampleBody, []byte(id)) {
+		b.Fatal("sample has no call id")
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = bytes.ReplaceAll(sampleBody, []byte(id), []byte(`"bench-`+run+`-`+strconv.Itoa(i)+`"`))
+	}
+	return out
+}
+
+// growTranscript returns the seed sample with its transcript grown to about size bytes.
+func growTranscript(b *testing.B, size int) []byte {
+	seed := sample(b, "call_analysis_completed/seed_sample.json")
+	return edit(b, seed, func(m map[string]any) {
+		sr := detail0(m)["speech_recognition"].(map[string]any)
+		raw := sr["raw"].(string)
+		for len(raw) < size {
+			raw += "0:01 (Customer) はい、お電話ありがとうございます。ご用件をお伺いします。\n"
+		}
+		sr["raw"] = raw
+	})
+}
+
+// BenchmarkAcceptVsBaselines measures, in one run and interleaved, the receiver's accept
+// path, a naive receiver (gin, bind the JSON into a 2-field struct, one asynq Enqueue with
+// TaskID, no auth) and the bare-enqueue floor (asynq Client.Enqueue of the same body, no
+// HTTP), each on the same private redis-server, for the seed sample and a 270 KB one.
+// Reported: ns per request of each and the ratios x_naive and x_floor (receiver / other).
+func BenchmarkAcceptVsBaselines(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		body func(*testing.B) []byte
+	}{
+		{"seed", func(b *testing.B) []byte { return sample(b, "call_analysis_completed/seed_sample.json") }},
+		{"270KB", func(b *testing.B) []byte { return growTranscript(b, 270<<10) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			h := newHarness(b)
+			body := tc.body(b)
+			const batch = 200
+			bodies := benchBodies(b, body, batch)
+			ctx := context.Background()
+			handler := h.r.Handler()
+			client := asynq.NewClientFromRedisClient(h.rdb)
+			naive := naiveHandler(b, client)
+			var recv, nai, flo time.Duration
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if i%batch == 0 {
+					b.StopTimer()
+					if err := h.rdb.FlushDB(ctx).Err(); err != nil {
+						b.Fatal(err)
+					}
+					bodies = benchBodies(b, body, batch) // new call ids: no duplicates
+					b.StartTimer()
+				}
+				bd := bodies[i%batch]
+				start := time.Now()
+				serve(b, handler, "/webhooks/miitel/open", bd)
+				recv += time.Since(start)
+				b.StopTimer()
+				start = time.Now()
+				serve(b, naive, "/naive", bd)
+				nai += time.Since(start)
+				start = time.Now()
+				if _, err := client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCallEvent, bd),
+					asynq.TaskID("floor-"+strconv.Itoa(i)), asynq.Queue(testQueue)); err != nil {
+					b.Fatal(err)
+				}
+				flo += time.Since(start)
+				b.StartTimer()
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(nai.Nanoseconds())/n, "naive-ns")
+			b.ReportMetric(float64(flo.Nanoseconds())/n, "floor-ns")
+			b.ReportMetric(float64(recv)/float64(nai), "x_naive")
+			b.ReportMetric(float64(recv)/float64(flo), "x_floor")
+		})
+	}
+}
+
+func serve(b *testing.B, h http.Handler, path string, body []byte) {
+	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		b.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
+	}
+}
+
+// naiveHandler is the naive baseline receiver (receiver/internal/loadrun has the same as a
+// server for load runs).
+func naiveHandler(b *testing.B, client *asynq.Client) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.POST("/naive", func(c *gin.Context) {
+		raw, err := c.GetRawData()
+		if err != nil {
+			c.AbortWithStatus(http.StatusBadRequest)
+			return
+		}
+		var in struct {
+			Challenge *string `json:"challenge"`
+			Call      *struct {
+				ID string `json:"id"`
+			} `json:"call"`
+		}
+		if err := json.Unmarshal(raw, &in); err != nil || in.Call == nil {
+			c.AbortWithStatus(http.StatusBadRequest)
+			return
+		}
+		if _, err := client.EnqueueContext(c.Request.Context(), asynq.NewTask(tasks.TypeCallEvent, raw),
+			asynq.TaskID(in.Call.ID), asynq.Queue(testQueue)); err != nil {
+			c.AbortWithStatus(http.StatusServiceUnavailable)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"call_id": in.Call.ID})
+	})
+	return e
 }

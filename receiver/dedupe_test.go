@@ -7,12 +7,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
@@ -42,7 +40,7 @@ func (h *harness) deliver(ev *miitel.Event) {
 	if err := h.insp.DeleteTask(testQueue, ev.DedupeKey); err != nil {
 		h.t.Fatalf("delete task: %v", err)
 	}
-	if err := h.rdb.Set(context.Background(), tasks.LedgerKey(ev.DedupeKey), string(ev.Kind), 24*time.Hour).Err(); err != nil {
+	if err := h.rdb.Set(context.Background(), tasks.LedgerKey(testQueue, ev.DedupeKey), string(ev.Kind), 24*time.Hour).Err(); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -102,7 +100,7 @@ func TestDedupe(t *testing.T) {
 				t.Fatal(err)
 			}
 		case st.thenExpire: // the dedupe window passes: every ledger entry expires
-			keys, err := h.rdb.Keys(context.Background(), tasks.LedgerKey("*")).Result()
+			keys, err := h.rdb.Keys(context.Background(), tasks.LedgerKey(testQueue, "*")).Result()
 			if err != nil || len(keys) != 1 {
 				t.Fatalf("ledger keys %v, %v: want the one delivered event", keys, err)
 			}
@@ -208,54 +206,43 @@ func TestPayloadChangesKey(t *testing.T) {
 	}
 }
 
-// failAfterQueue wraps the real asynq client and runs cut after the n-th successful enqueue.
-type failAfterQueue struct {
-	taskQueue
-	n   int32
-	cut func()
-	ok  atomic.Int32
-}
-
-func (f *failAfterQueue) EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
-	info, err := f.taskQueue.EnqueueContext(ctx, t, opts...)
-	if err == nil && f.ok.Add(1) == f.n {
-		f.cut()
-	}
-	return info, err
-}
-
-// TestPartialFailure: Redis goes away after the first of three details was queued. The
-// answer is 503 (nothing acknowledged); MiiTel's re-send after recovery queues the other two
-// and finds the first already there, so every detail is queued exactly once.
-func TestPartialFailure(t *testing.T) {
+// TestLostReply: a request's tasks are enqueued by one script, so Redis queues all of its
+// details or none; what remains is a reply lost on the way back (the connection breaks
+// after Redis ran the script). The answer is 503 (nothing acknowledged); MiiTel's re-send
+// after recovery finds every detail already queued, so every detail is queued exactly once.
+func TestLostReply(t *testing.T) {
 	h := newHarness(t)
 	proxy := newTCPProxy(t, h.redis.Addr())
 	rdb := redis.NewClient(&redis.Options{Addr: proxy.addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
-	ph := newHarnessOn(t, rdb)
-	ph.r.tasks = &failAfterQueue{taskQueue: ph.r.tasks, n: 1, cut: proxy.cut}
+	ph := newHarnessOn(t, rdb, func(o *Options) { o.Server.EnqueueTimeout = 300 * time.Millisecond })
+	// Warm up: the connection exists and Redis has the script cached, so the next request
+	// is one pipeline whose reply is the script's.
+	ph.postOK("/webhooks/miitel/open", sample(t, "call_analysis_completed/sample2.json"))
 
+	replied := proxy.dropReplies()
 	body := sample(t, "multi_detail.json")
 	resp, b := ph.post("/webhooks/miitel/seed", body, nil)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "30" {
-		t.Fatalf("mid-request outage: %d Retry-After=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+		t.Fatalf("lost reply: %d Retry-After=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
 	}
-	if n := len(h.pending()); n != 1 { // read through the direct client: the data is intact
-		t.Fatalf("%d tasks queued before the outage, want 1", n)
+	<-replied                            // Redis answered the script: it ran
+	if n := len(h.pending()); n != 1+3 { // read through the direct client: the data is intact
+		t.Fatalf("%d tasks queued, want the warm-up's and all 3 details", n)
 	}
 
+	proxy.cut()
 	proxy.restore()
 	a := ph.postOK("/webhooks/miitel/seed", body)
-	if a.Queued != 2 || a.Duplicates != 1 || a.Details[0].Result != resultDuplicate {
+	if a.Queued != 0 || a.Duplicates != 3 {
 		t.Fatalf("re-send after recovery: %+v", a)
 	}
-	evs := h.pending()
 	ids := map[string]int{}
-	for _, ev := range evs {
+	for _, ev := range h.pending() {
 		ids[ev.Detail.ID]++
 	}
-	if len(evs) != 3 || len(ids) != 3 {
-		t.Errorf("queued %d tasks for %d details, want 3 and 3: %v", len(evs), len(ids), ids)
+	if len(ids) != 4 {
+		t.Errorf("queued %v, want each detail once", ids)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"mime"
@@ -30,6 +31,7 @@ const (
 	outcomeMediaType    = "unsupported_media_type"
 	outcomeInvalid      = "invalid"
 	outcomeUnavailable  = "unavailable"
+	outcomeOverloaded   = "overloaded" // over the in-flight budget
 	outcomeInternal     = "internal"
 )
 
@@ -76,57 +78,56 @@ func (r *Receiver) webhook(c *gin.Context) {
 		writeError(c, http.StatusForbidden, "ip_not_allowed", "source address is not allowed")
 		return
 	}
-
-	body, err := r.readBody(c)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			rl.outcome, rl.bodyBytes = outcomeTooLarge, int(mbe.Limit)
-			writeError(c, http.StatusRequestEntityTooLarge, "body_too_large",
-				fmt.Sprintf("request body exceeds %d bytes", r.server.MaxBodyBytes))
+	// Routes whose credentials are all headers decide before a byte of the body is read:
+	// an unauthenticated flood costs neither memory nor the in-flight budget.
+	if !au.insecure && !au.needsBody() {
+		ok, presented := au.checkHeaders(c.Request.Header)
+		if !ok {
+			closeUnread(c)
+		}
+		if !r.authorized(c, rl, au, ok, presented) {
 			return
 		}
-		rl.outcome, rl.err = outcomeInvalid, err
-		writeError(c, http.StatusBadRequest, "unreadable_body", "request body could not be read")
+	}
+	if !au.needsBody() && !isJSONContentType(c.GetHeader("Content-Type")) {
+		closeUnread(c)
+		r.jsonContentType(c, rl)
+		return
+	}
+
+	ch, ok := r.admit(c, rl)
+	if !ok {
+		return
+	}
+	defer ch.release()
+	body, err := r.readBody(c, ch)
+	if err != nil {
+		r.unreadable(c, rl, err)
 		return
 	}
 	rl.bodyBytes = len(body)
 	r.m.bodyBytes.WithLabelValues(name).Observe(float64(len(body)))
 
-	top, perr := decodeTop(body)
-	if !au.insecure {
+	top, perr := splitTop(body)
+	if !au.insecure && au.needsBody() {
 		ok, presented := au.checkHeaders(c.Request.Header)
-		if !ok && au.needsBody() && perr == nil {
+		if !ok && perr == nil {
 			pok, ppresented := au.checkPayload(top)
 			ok, presented = pok, presented || ppresented
 		}
-		switch {
-		case ok:
-		case !presented:
-			rl.outcome = outcomeUnauthorized
-			for _, v := range au.wwwAuthenticate() {
-				c.Writer.Header().Add("WWW-Authenticate", v)
-			}
-			writeError(c, http.StatusUnauthorized, "unauthorized", "credentials are required")
-			return
-		default:
-			rl.outcome = outcomeForbidden
-			writeError(c, http.StatusForbidden, "forbidden", "credentials are not valid")
+		if !r.authorized(c, rl, au, ok, presented) {
 			return
 		}
-	}
-	if !isJSONContentType(c.GetHeader("Content-Type")) {
-		rl.outcome = outcomeMediaType
-		writeError(c, http.StatusUnsupportedMediaType, "unsupported_media_type",
-			"content type must be application/json (charset utf-8)")
-		return
+		if !r.jsonContentType(c, rl) {
+			return
+		}
 	}
 	if perr != nil {
 		r.invalid(c, rl, perr)
 		return
 	}
 
-	token, isChallenge, err := challengeOf(top)
+	token, isChallenge, err := top.challengeToken()
 	if err != nil {
 		r.invalid(c, rl, err)
 		return
@@ -139,23 +140,31 @@ func (r *Receiver) webhook(c *gin.Context) {
 		return
 	}
 
-	payload, err := additionalPayload(top, au.payloadKeys)
-	if err != nil {
-		r.invalid(c, rl, invalidf("additional payload: %v", err))
+	// A call whose structure decodes into far more than its size (e.g. thousands of {})
+	// is charged what it will take before it is decoded.
+	need := top.decodeCost() + 3*int64(len(body))
+	if need > r.inflight.maxBytes {
+		rl.outcome = outcomeTooLarge
+		writeError(c, http.StatusRequestEntityTooLarge, "body_too_complex", fmt.Sprintf(
+			"request body would take %d bytes in memory once decoded, more than server.max_inflight_bytes (%d)", need, r.inflight.maxBytes))
 		return
 	}
-	events, err := parseCall(name, top, payload, r.now().UTC())
+	if !ch.atLeast(need) {
+		r.overBudget(c, rl)
+		return
+	}
+	req, err := top.parse(name, au.payloadKeys, r.now().UTC())
 	if err != nil {
 		r.invalid(c, rl, err)
 		return
 	}
-	rl.callID = events[0].CallID
-	for _, ev := range events {
+	rl.callID = req.events[0].CallID
+	for _, ev := range req.events {
 		rl.detailIDs = append(rl.detailIDs, ev.Detail.ID)
 		rl.kinds = append(rl.kinds, string(ev.Kind))
 	}
 
-	results, err := r.enqueueAll(c.Request.Context(), name, events)
+	results, err := r.enqueueAll(c.Request.Context(), name, req)
 	if err != nil {
 		rl.outcome, rl.err = outcomeUnavailable, err
 		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(r.server.RetryAfter)))
@@ -179,6 +188,92 @@ func (r *Receiver) webhook(c *gin.Context) {
 	})
 }
 
+// authorized answers 401 or 403 unless ok.
+func (r *Receiver) authorized(c *gin.Context, rl *requestLog, au *authenticator, ok, presented bool) bool {
+	switch {
+	case ok:
+		return true
+	case !presented:
+		rl.outcome = outcomeUnauthorized
+		for _, v := range au.wwwAuthenticate() {
+			c.Writer.Header().Add("WWW-Authenticate", v)
+		}
+		writeError(c, http.StatusUnauthorized, "unauthorized", "credentials are required")
+	default:
+		rl.outcome = outcomeForbidden
+		writeError(c, http.StatusForbidden, "forbidden", "credentials are not valid")
+	}
+	return false
+}
+
+func (r *Receiver) jsonContentType(c *gin.Context, rl *requestLog) bool {
+	if isJSONContentType(c.GetHeader("Content-Type")) {
+		return true
+	}
+	rl.outcome = outcomeMediaType
+	writeError(c, http.StatusUnsupportedMediaType, "unsupported_media_type",
+		"content type must be application/json (charset utf-8)")
+	return false
+}
+
+// admit charges the request against the in-flight budget before its body is read: its
+// declared length (times bodyCostFactor), or a first step of a chunked body. A declared
+// length over Server.MaxBodyBytes is refused here (413) without reading a byte.
+func (r *Receiver) admit(c *gin.Context, rl *requestLog) (*charge, bool) {
+	cl := c.Request.ContentLength
+	if cl > r.server.MaxBodyBytes {
+		closeUnread(c)
+		r.tooLarge(c, rl)
+		return nil, false
+	}
+	ch, ok := r.inflight.admit(max(minCharge, max(cl, 0)*bodyCostFactor))
+	if !ok {
+		r.overBudget(c, rl)
+		return nil, false
+	}
+	if r.onAdmit != nil {
+		r.onAdmit()
+	}
+	return ch, true
+}
+
+func (r *Receiver) overBudget(c *gin.Context, rl *requestLog) {
+	rl.outcome = outcomeOverloaded
+	r.m.overloaded.WithLabelValues(rl.route).Inc()
+	c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(r.server.RetryAfter)))
+	closeUnread(c)
+	writeError(c, http.StatusServiceUnavailable, "overloaded",
+		"the receiver is at its limit of requests in flight; nothing of this request is acknowledged, send it again")
+}
+
+// closeUnread closes the connection after an answer given without reading the body: net/http
+// would otherwise read (and discard) up to 256 KiB of it before answering, which is the
+// work the early answer is there to avoid. It must be called before the answer is written.
+func closeUnread(c *gin.Context) {
+	if c.Request.ContentLength != 0 {
+		c.Header("Connection", "close")
+	}
+}
+
+func (r *Receiver) tooLarge(c *gin.Context, rl *requestLog) {
+	rl.outcome, rl.bodyBytes = outcomeTooLarge, int(r.server.MaxBodyBytes)
+	writeError(c, http.StatusRequestEntityTooLarge, "body_too_large",
+		fmt.Sprintf("request body exceeds %d bytes", r.server.MaxBodyBytes))
+}
+
+func (r *Receiver) unreadable(c *gin.Context, rl *requestLog, err error) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		r.tooLarge(c, rl)
+	case errors.Is(err, errOverBudget):
+		r.overBudget(c, rl)
+	default:
+		rl.outcome, rl.err = outcomeInvalid, err
+		writeError(c, http.StatusBadRequest, "unreadable_body", "request body could not be read")
+	}
+}
+
 // acceptedResponse is the 200 body: what happened to each detail.
 type acceptedResponse struct {
 	Status     string         `json:"status"`
@@ -192,26 +287,29 @@ func (r *Receiver) invalid(c *gin.Context, rl *requestLog, err error) {
 	var ie *invalidError
 	if errors.As(err, &ie) {
 		rl.outcome, rl.err = outcomeInvalid, err
-		writeError(c, http.StatusBadRequest, ie.code, ie.msg)
+		writeError(c, ie.httpStatus(), ie.code, ie.msg)
 		return
 	}
 	rl.outcome, rl.err = outcomeInternal, err
 	writeError(c, http.StatusInternalServerError, "internal", "internal error")
 }
 
-// readBody reads the whole body under Server.MaxBodyBytes. A declared Content-Length over
-// the limit is refused before reading a byte.
-func (r *Receiver) readBody(c *gin.Context) ([]byte, error) {
+// readBody reads the whole body under Server.MaxBodyBytes: a declared length into one
+// buffer of exactly that size (already charged by admit), a chunked body through a reader
+// that charges it as it grows.
+func (r *Receiver) readBody(c *gin.Context, ch *charge) ([]byte, error) {
 	limit := r.server.MaxBodyBytes
-	if cl := c.Request.ContentLength; cl > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
-	}
 	body := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
-	var buf bytes.Buffer
-	if cl := c.Request.ContentLength; cl > 0 {
-		buf.Grow(int(cl) + bytes.MinRead) // one allocation for the usual declared length
+	if cl := c.Request.ContentLength; cl >= 0 {
+		buf := make([]byte, cl)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
 	}
-	if _, err := buf.ReadFrom(body); err != nil {
+	var buf bytes.Buffer
+	_, err := buf.ReadFrom(&chargedReader{r: body, c: ch, covered: ch.bytes / bodyCostFactor})
+	if err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil

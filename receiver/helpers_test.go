@@ -60,15 +60,17 @@ func testRoutes() []config.Route {
 
 func testServer() config.Server {
 	return config.Server{
-		Listen:            "127.0.0.1:0",
-		MaxBodyBytes:      1 << 20,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       10 * time.Second,
-		EnqueueTimeout:    5 * time.Second,
-		ShutdownTimeout:   5 * time.Second,
-		RetryAfter:        30 * time.Second,
+		Listen:              "127.0.0.1:0",
+		MaxBodyBytes:        1 << 20,
+		ReadHeaderTimeout:   5 * time.Second,
+		ReadTimeout:         10 * time.Second,
+		WriteTimeout:        10 * time.Second,
+		IdleTimeout:         10 * time.Second,
+		EnqueueTimeout:      5 * time.Second,
+		ShutdownTimeout:     5 * time.Second,
+		RetryAfter:          30 * time.Second,
+		MaxInflightRequests: 64,
+		MaxInflightBytes:    64 << 20,
 	}
 }
 
@@ -242,15 +244,18 @@ func (s *syncBuffer) String() string {
 }
 
 // tcpProxy forwards loopback TCP to a Redis and can cut every connection and refuse new
-// ones while the Redis behind it keeps its data: a network failure, not a data loss.
+// ones while the Redis behind it keeps its data: a network failure, not a data loss. It can
+// also swallow Redis's replies while still forwarding requests: a reply lost on the way.
 type tcpProxy struct {
 	t      testing.TB
 	target string
 	addr   string
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns []net.Conn
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   []net.Conn
+	drop    bool
+	dropped chan struct{} // closed at the first reply swallowed
 }
 
 func newTCPProxy(t testing.TB, target string) *tcpProxy {
@@ -283,9 +288,42 @@ func (p *tcpProxy) listen(addr string) {
 			p.conns = append(p.conns, c, up)
 			p.mu.Unlock()
 			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
+			go func() { p.replies(c, up); c.Close() }()
 		}
 	}()
+}
+
+// replies copies Redis's answers to the client unless they are being dropped.
+func (p *tcpProxy) replies(c, up net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := up.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			drop, ch := p.drop, p.dropped
+			if drop && ch != nil {
+				close(ch)
+				p.dropped = nil
+			}
+			p.mu.Unlock()
+			if !drop {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// dropReplies swallows every reply from now on; the channel is closed at the first.
+func (p *tcpProxy) dropReplies() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.drop, p.dropped = true, make(chan struct{})
+	return p.dropped
 }
 
 // cut closes the listener and every proxied connection.
@@ -302,5 +340,10 @@ func (p *tcpProxy) cut() {
 	p.conns = nil
 }
 
-// restore listens again on the same address.
-func (p *tcpProxy) restore() { p.listen(p.addr) }
+// restore listens again on the same address, forwarding replies again.
+func (p *tcpProxy) restore() {
+	p.mu.Lock()
+	p.drop = false
+	p.mu.Unlock()
+	p.listen(p.addr)
+}

@@ -14,7 +14,8 @@ type metrics struct {
 	enqueued   *prometheus.CounterVec   // route, kind
 	duplicates *prometheus.CounterVec   // route, kind, reason
 	requeued   *prometheus.CounterVec   // route: archived tasks replaced by a re-send
-	enqueueDur prometheus.Histogram     // one task: ledger check + enqueue
+	overloaded *prometheus.CounterVec   // route: 503 for the in-flight budget
+	enqueueDur prometheus.Histogram     // one request: the one enqueue script
 	bodyBytes  *prometheus.HistogramVec // route
 }
 
@@ -41,9 +42,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "archived_requeued_total",
 			Help: "Dead-lettered tasks deleted and queued afresh because MiiTel sent the event again.",
 		}, []string{"route"}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "overloaded_total",
+			Help: "Requests answered 503 before their body was read because the in-flight budget (server.max_inflight_requests, server.max_inflight_bytes) was spent.",
+		}, []string{"route"}),
 		enqueueDur: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "enqueue_duration_seconds",
-			Help:    "Time to dedupe-check and enqueue one call-detail task in Redis.",
+			Help:    "Time to dedupe-check and enqueue every call-detail task of one request in Redis (one script, one round trip).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 		bodyBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -57,6 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.enqueued = register(reg, m.enqueued, &err)
 	m.duplicates = register(reg, m.duplicates, &err)
 	m.requeued = register(reg, m.requeued, &err)
+	m.overloaded = register(reg, m.overloaded, &err)
 	m.enqueueDur = register(reg, m.enqueueDur, &err)
 	m.bodyBytes = register(reg, m.bodyBytes, &err)
 	return m, err

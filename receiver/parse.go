@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 )
@@ -18,119 +20,425 @@ import (
 // ErrChallenge is what ParseEvents returns for MiiTel's setup handshake, which is not a call.
 var ErrChallenge = errors.New("receiver: a challenge (the webhook setup handshake), not a call")
 
+// ErrVideoEvent is wrapped by the error for MiiTel's video_analysis_completed event (a body
+// with a top-level "video" and no "call"): video meetings are not call history. The
+// receiver answers it 422 unsupported_event; `mapping preview` recognises it with errors.Is.
+var ErrVideoEvent = errors.New("video_analysis_completed events (MiiTel video meetings) are not call history; this service syncs calls")
+
+// maxDetails bounds the details of one call. A call has a handful of legs (transfers,
+// queues, IVR); each detail is a task in the request's one enqueue script.
+const maxDetails = 1000
+
 // ParseEvents turns a request body into the events the receiver queues for it, checked as
 // the receiver checks them, without authentication or Redis. `mapping preview` renders
 // these, so an admin sees what production makes of a payload, or the 400 it would get.
 // credentialKeys are the route's payload-credential keys, left out of each event's payload.
 func ParseEvents(route string, body []byte, credentialKeys []string, receivedAt time.Time) ([]*miitel.Event, error) {
-	top, err := decodeTop(body)
+	top, err := splitTop(body)
 	if err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
 	}
-	if _, isChallenge, err := challengeOf(top); err != nil {
+	if _, isChallenge, err := top.challengeToken(); err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
 	} else if isChallenge {
 		return nil, ErrChallenge
 	}
-	payload, err := additionalPayload(top, credentialKeys)
-	if err != nil {
-		return nil, fmt.Errorf("receiver: %w", invalidf("additional payload: %v", err))
-	}
-	events, err := parseCall(route, top, payload, receivedAt)
+	req, err := top.parse(route, credentialKeys, receivedAt)
 	if err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
 	}
-	return events, nil
+	return req.events, nil
 }
 
 // invalidError is a request the sender must fix: 400 with code and a message that names
 // the offending field (never its value: values may be phone numbers or transcript).
 type invalidError struct {
-	code string
-	msg  string
+	code   string
+	msg    string
+	status int   // 0 means 400
+	is     error // a sentinel the error matches (errors.Is), or nil
 }
 
 func (e *invalidError) Error() string { return e.msg }
+
+func (e *invalidError) Unwrap() error { return e.is }
+
+// httpStatus is the answer's status: 400 unless the error says otherwise.
+func (e *invalidError) httpStatus() int {
+	if e.status == 0 {
+		return http.StatusBadRequest
+	}
+	return e.status
+}
 
 func invalidf(format string, a ...any) error {
 	return &invalidError{code: "invalid_payload", msg: fmt.Sprintf(format, a...)}
 }
 
-// decodeTop splits a body into its top-level keys. It is the first step of parsing and the
-// only one needed before authentication (payload-key credentials live at the top level).
-func decodeTop(body []byte) (map[string]json.RawMessage, error) {
+func malformedf(format string, a ...any) error {
+	return &invalidError{code: "malformed_json", msg: fmt.Sprintf(format, a...)}
+}
+
+// errChallengeWithCall refuses a body with both keys. MiiTel sends a challenge only when an
+// admin saves the webhook setting (with the admin's additional payload), never with a
+// call; answering either half would acknowledge the other without acting on it.
+var errChallengeWithCall = &invalidError{code: "challenge_with_call",
+	msg: "a body with both challenge and call is ambiguous: MiiTel sends challenge only when the webhook setting is saved, never with a call; nothing was queued"}
+
+var errVideoEvent = &invalidError{code: "unsupported_event", msg: ErrVideoEvent.Error(),
+	status: http.StatusUnprocessableEntity, is: ErrVideoEvent}
+
+// member is one top-level key other than call, challenge and video, with its value
+// decoded (numbers as json.Number, so a re-send hashes the same) and its bytes.
+type member struct {
+	key string
+	raw []byte
+	val any
+}
+
+// topLevel is a body split into its top-level members: the call's bytes, to be decoded
+// into the typed call once, after authentication; the challenge; and every other key
+// (additional payload and payload credentials) decoded on the way. The split walks the
+// body once, without decoding the call, and counts its containers and elements so a call
+// that would decode into far more memory than its size can be charged for it (decodeCost).
+type topLevel struct {
+	body      []byte
+	call      []byte // nil: absent
+	callAt    int    // offset of call in body
+	challenge *member
+	video     bool
+	others    []member
+
+	objects, arrays, elems int64
+}
+
+// splitTop checks that body is UTF-8 text holding one JSON object and splits that object
+// into its members. Every byte is checked: the structure here, every value but the call
+// by encoding/json now, the call by encoding/json when it is decoded. A syntax error is
+// reported as encoding/json reports it for the whole body (malformedAt).
+func splitTop(body []byte) (*topLevel, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, &invalidError{code: "malformed_json", msg: "request body is empty"}
+		return nil, malformedf("request body is empty")
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
-			return nil, &invalidError{code: "malformed_json", msg: fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)}
-		case errors.As(err, &te):
-			return nil, &invalidError{code: "malformed_json", msg: "request body must be a JSON object"}
+	if err := checkText(body); err != nil {
+		return nil, err
+	}
+	t := &topLevel{body: body}
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
+		return nil, malformedAt(body, "request body must be a JSON object")
+	}
+	i = skipSpace(body, i+1)
+	if i < len(body) && body[i] == '}' {
+		return t, t.end(i + 1)
+	}
+	seen := map[string]bool{}
+	for {
+		if i >= len(body) || body[i] != '"' {
+			return nil, malformedAt(body, "")
+		}
+		kEnd, ok := skipString(body, i)
+		if !ok {
+			return nil, malformedAt(body, "")
+		}
+		key, ok := keyOf(body[i:kEnd])
+		if !ok {
+			return nil, malformedAt(body, "")
+		}
+		i = skipSpace(body, kEnd)
+		if i >= len(body) || body[i] != ':' {
+			return nil, malformedAt(body, "")
+		}
+		vStart := skipSpace(body, i+1)
+		vEnd, ok := t.skipValue(body, vStart)
+		if !ok {
+			return nil, malformedAt(body, "")
+		}
+		val := body[vStart:vEnd]
+		if seen[key] {
+			// Last-one-wins (encoding/json) would drop the first call or credential silently.
+			return nil, malformedAt(body, fmt.Sprintf("duplicate top-level key %q: each key may appear once", key))
+		}
+		seen[key] = true
+		switch key {
+		case "call":
+			t.call, t.callAt = val, vStart
 		default:
-			return nil, &invalidError{code: "malformed_json", msg: "malformed JSON: " + err.Error()}
+			// "video" marks MiiTel's video event when there is no call; beside a call it
+			// is an additional payload key like any other.
+			t.video = t.video || key == "video"
+			v, err := decodeAny(val)
+			if err != nil {
+				return nil, malformedAt(body, "")
+			}
+			m := member{key: key, raw: val, val: v}
+			if key == "challenge" {
+				t.challenge = &m
+			} else {
+				t.others = append(t.others, m)
+			}
+		}
+		i = skipSpace(body, vEnd)
+		if i >= len(body) {
+			return nil, malformedAt(body, "")
+		}
+		switch body[i] {
+		case ',':
+			i = skipSpace(body, i+1)
+			continue
+		case '}':
+			return t, t.end(i + 1)
+		}
+		return nil, malformedAt(body, "")
+	}
+}
+
+// end checks that nothing but white space follows the object.
+func (t *topLevel) end(i int) error {
+	if skipSpace(t.body, i) != len(t.body) {
+		return malformedAt(t.body, "")
+	}
+	return nil
+}
+
+// malformedAt reports a body the split refused the way encoding/json reports it for the
+// whole body (the first syntax error and its offset), so the message does not depend on
+// which check found it. msg is used when encoding/json finds the body valid: a valid
+// non-object, or a rule of ours (duplicate keys).
+func malformedAt(body []byte, msg string) error {
+	var v struct{}
+	err := json.Unmarshal(body, &v)
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return malformedf("malformed JSON at byte %d: %v", se.Offset, se)
+	case errors.As(err, &te), err == nil && body[skipSpace(body, 0)] != '{':
+		return malformedf("request body must be a JSON object")
+	case err != nil:
+		return malformedf("malformed JSON: %v", err)
+	case msg != "":
+		return malformedf("%s", msg)
+	}
+	return malformedf("malformed JSON") // the split and encoding/json disagree
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
 		}
 	}
-	if top == nil { // the body was the JSON literal null
-		return nil, &invalidError{code: "malformed_json", msg: "request body must be a JSON object"}
-	}
-	return top, nil
+	return i
 }
 
-// challengeOf returns the challenge token when the body is MiiTel's setup handshake.
-func challengeOf(top map[string]json.RawMessage) (token string, isChallenge bool, err error) {
-	raw, ok := top["challenge"]
-	if !ok {
+// skipString returns the offset after the string starting with the quote at b[i]. It
+// finds the closing quote (one not escaped by an odd run of backslashes) without looking
+// at the bytes in between; whoever decodes the string checks them.
+func skipString(b []byte, i int) (int, bool) {
+	j := i + 1
+	for {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return 0, false
+		}
+		j += k
+		n := 0
+		for p := j - 1; p > i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j + 1, true
+		}
+		j++
+	}
+}
+
+// keyOf decodes a quoted top-level key.
+func keyOf(q []byte) (string, bool) {
+	inner := q[1 : len(q)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		for _, c := range inner {
+			if c < 0x20 {
+				return "", false
+			}
+		}
+		return string(inner), true
+	}
+	var s string
+	if json.Unmarshal(q, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// skipValue returns the end of the value starting at b[i], counting containers and
+// elements on the way. It only finds the end; the value's decoder checks the rest.
+func (t *topLevel) skipValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return 0, false
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+	default: // number or literal: up to the next delimiter
+		j := i
+		for j < len(b) {
+			switch b[j] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return j, j > i
+			}
+			j++
+		}
+		return j, j > i
+	}
+	depth := 0
+	for j := i; j < len(b); {
+		switch b[j] {
+		case '"':
+			k, ok := skipString(b, j)
+			if !ok {
+				return 0, false
+			}
+			j = k
+			continue
+		case '{':
+			t.objects++
+			depth++
+		case '[':
+			t.arrays++
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return j + 1, true
+			}
+		case ',':
+			t.elems++
+		}
+		j++
+	}
+	return 0, false
+}
+
+// Decoding can take far more memory than the JSON it comes from: `{}` becomes a Detail or
+// PhraseItem struct of hundreds of bytes, every element a slice slot. decodeCost bounds
+// what decoding this body can allocate beyond its own size (an upper bound per
+// container and element, from the largest types of the call), so the in-flight budget is
+// charged for it before decoding starts.
+const (
+	costPerObject  = 320 // miitel.Detail (the largest struct decoded) and map headers
+	costPerArray   = 48  // slice header and its first growth
+	costPerElement = 48  // a slot of a grown slice, an interface value, a json.Number
+)
+
+func (t *topLevel) decodeCost() int64 {
+	return int64(len(t.body)) + t.objects*costPerObject + t.arrays*costPerArray + t.elems*costPerElement
+}
+
+// challengeToken returns the challenge token when the body is MiiTel's setup handshake.
+func (t *topLevel) challengeToken() (token string, isChallenge bool, err error) {
+	if t.challenge == nil {
 		return "", false, nil
 	}
-	if err := json.Unmarshal(raw, &token); err != nil || isNull(raw) {
+	if t.call != nil {
+		return "", false, errChallengeWithCall
+	}
+	s, ok := t.challenge.val.(string)
+	if !ok {
 		return "", true, invalidf("challenge must be a string")
 	}
-	return token, true, nil
+	return s, true, nil
 }
 
-// parseCall validates the call in top and builds one event per detail, its dedupe key set.
-// payload is the additional payload to queue (auth keys already removed); route names the
+// credential returns the value of a top-level payload credential key as it is compared: a
+// JSON string unquoted, any other JSON value by its text, so {"key": 1234} matches "1234".
+func (t *topLevel) credential(key string) (string, bool) {
+	for i := range t.others {
+		if m := &t.others[i]; m.key == key {
+			if s, ok := m.val.(string); ok {
+				return s, true
+			}
+			return string(m.raw), true
+		}
+	}
+	return "", false
+}
+
+// request is a parsed call: its events, and per event the JSON of its detail, encoded
+// once, hashed into its dedupe key and spliced into its task (taskPayload).
+type request struct {
+	events  []*miitel.Event
+	details [][]byte
+	payload []byte // JSON of the additional payload; nil when there is none
+}
+
+// parse decodes and validates the call and builds one event per detail, its dedupe key
+// set. credentialKeys are left out of the queued additional payload; route names the
 // webhook setting.
 //
 // The call is decoded in one typed pass: with a long transcript, decoding is most of the
-// accept path's CPU, and every further json.Unmarshal of the same bytes scans them twice
-// more. Only a call whose typed decode fails is walked again, piece by piece, by
-// explainDecodeError, so that the 400 names the offending field with its detail index.
-func parseCall(route string, top map[string]json.RawMessage, payload map[string]any, receivedAt time.Time) ([]*miitel.Event, error) {
-	rawCall, ok := top["call"]
-	if !ok || isNull(rawCall) {
+// accept path's CPU. Only a call whose typed decode fails is walked again, piece by piece,
+// by explainDecodeError, so that the 400 names the offending field with its detail index.
+func (t *topLevel) parse(route string, credentialKeys []string, receivedAt time.Time) (*request, error) {
+	if t.call == nil {
+		if t.video {
+			return nil, errVideoEvent
+		}
+		return nil, invalidf("call is required")
+	}
+	if isNull(t.call) {
 		return nil, invalidf("call is required")
 	}
 	var call miitel.Call
-	if err := json.Unmarshal(rawCall, &call); err != nil {
-		return nil, explainDecodeError(rawCall, err)
+	if err := json.Unmarshal(t.call, &call); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, malformedAt(t.body, "")
+		}
+		return nil, explainDecodeError(t.call, err)
 	}
 	if err := checkCall(&call); err != nil {
 		return nil, err
 	}
-	payloadHash, err := canonicalHash(payload, call.TenantCode)
-	if err != nil {
-		return nil, fmt.Errorf("receiver: hash payload: %w", err)
+
+	var payload map[string]any
+	for _, m := range t.others {
+		if slices.Contains(credentialKeys, m.key) {
+			continue
+		}
+		if payload == nil {
+			payload = make(map[string]any, len(t.others))
+		}
+		payload[m.key] = m.val
 	}
-	events := make([]*miitel.Event, len(call.Details))
+	payloadJSON, err := json.Marshal(payload) // maps marshal with sorted keys; nil is null
+	if err != nil {
+		return nil, fmt.Errorf("receiver: encode payload: %w", err)
+	}
+	payloadHash := hashPayload(payloadJSON, call.TenantCode)
+	req := &request{events: make([]*miitel.Event, len(call.Details)), details: make([][]byte, len(call.Details))}
+	if len(payload) > 0 {
+		req.payload = payloadJSON
+	}
 	for i := range call.Details {
 		d := &call.Details[i]
 		ev := &miitel.Event{
 			Route: route, CallID: call.ID, TenantCode: call.TenantCode, Kind: miitel.Classify(d),
 			ReceivedAt: receivedAt, Detail: *d, Payload: payload,
 		}
-		ev.DedupeKey, err = dedupeKey(route, call.ID, ev.Kind, &ev.Detail, payloadHash)
+		b, err := json.Marshal(d)
 		if err != nil {
-			return nil, fmt.Errorf("receiver: dedupe key: %w", err)
+			return nil, fmt.Errorf("receiver: encode detail: %w", err)
 		}
-		events[i] = ev
+		ev.DedupeKey = dedupeKey(route, call.ID, ev.Kind, d.ID, b, payloadHash)
+		req.events[i], req.details[i] = ev, b
 	}
-	return events, nil
+	return req, nil
 }
 
 // checkCall checks what the worker cannot do without: a call id and tenant, and per detail
@@ -145,6 +453,8 @@ func checkCall(c *miitel.Call) error {
 		return invalidf("call.details is required")
 	case len(c.Details) == 0:
 		return invalidf("call.details must not be empty")
+	case len(c.Details) > maxDetails:
+		return invalidf("call.details has %d entries, more than the %d one request may carry", len(c.Details), maxDetails)
 	}
 	for i := range c.Details {
 		d := &c.Details[i]
@@ -178,7 +488,7 @@ func checkCall(c *miitel.Call) error {
 // explainDecodeError finds, for a call the typed decode refused, the first value of the
 // wrong JSON type, in the order checkCall looks at them. A typed decode error names the
 // field without the detail's index, which an admin with a multi-detail call needs.
-func explainDecodeError(rawCall json.RawMessage, err error) error {
+func explainDecodeError(rawCall []byte, err error) error {
 	var call map[string]json.RawMessage
 	if json.Unmarshal(rawCall, &call) != nil {
 		return invalidf("call must be an object")
@@ -226,28 +536,7 @@ func jsonKind(goType string) string {
 	}
 }
 
-func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
-
-// additionalPayload is every top-level key except call, challenge and the route's
-// credential keys: what MiiTel's admin added to the body, queued with each event. Numbers
-// keep their text (json.Number) so a re-send hashes the same.
-func additionalPayload(top map[string]json.RawMessage, authKeys []string) (map[string]any, error) {
-	var out map[string]any
-	for k, raw := range top {
-		if k == "call" || k == "challenge" || slices.Contains(authKeys, k) {
-			continue
-		}
-		v, err := decodeAny(raw)
-		if err != nil {
-			return nil, err
-		}
-		if out == nil {
-			out = map[string]any{}
-		}
-		out[k] = v
-	}
-	return out, nil
-}
+func isNull(raw []byte) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
 
 func decodeAny(raw []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -262,20 +551,17 @@ func decodeAny(raw []byte) (any, error) {
 	return v, nil
 }
 
-// canonicalHash hashes the queued additional payload together with the tenant code: both
-// are part of what the worker will write, so a change in either is not a re-send.
-func canonicalHash(payload map[string]any, tenant string) ([sha256.Size]byte, error) {
-	b, err := json.Marshal(payload) // maps marshal with sorted keys
-	if err != nil {
-		return [sha256.Size]byte{}, err
-	}
+// hashPayload hashes the queued additional payload (its key-sorted JSON) together with the
+// tenant code: both are part of what the worker will write, so a change in either is not a
+// re-send.
+func hashPayload(payloadJSON []byte, tenant string) [sha256.Size]byte {
 	h := sha256.New()
-	h.Write(b)
+	h.Write(payloadJSON)
 	h.Write([]byte{0})
 	h.Write([]byte(tenant))
 	var out [sha256.Size]byte
 	h.Sum(out[:0])
-	return out, nil
+	return out
 }
 
 // dedupeKeyLen is the length of a dedupe key: 128 bits of SHA-256 in hex, plenty against
@@ -283,23 +569,117 @@ func canonicalHash(payload map[string]any, tenant string) ([sha256.Size]byte, er
 const dedupeKeyLen = 32
 
 // dedupeKey names one event's content: route, call id, detail id, kind and the hash of the
-// detail as it is queued plus the payload hash. The detail is hashed in its typed JSON
-// encoding: field order is fixed and keys the types do not know are dropped, exactly as in
-// the task, so a re-send that differs only in key order, whitespace, number spelling (1.50
-// vs 1.5) or a key the worker never sees maps to the same key. NUL separators keep ("ab","c")
-// and ("a","bc") apart.
-func dedupeKey(route, callID string, kind miitel.Kind, d *miitel.Detail, payloadHash [sha256.Size]byte) (string, error) {
-	b, err := json.Marshal(d)
-	if err != nil {
-		return "", err
-	}
-	content := sha256.Sum256(b)
+// detail as it is queued (detailJSON, its typed encoding, the very bytes the task carries)
+// plus the payload hash. In the typed encoding field order is fixed and keys the types do
+// not know are dropped, exactly as in the task, so a re-send that differs only in key
+// order, whitespace, number spelling (1.50 vs 1.5) or a key the worker never sees maps to
+// the same key. NUL separators keep ("ab","c") and ("a","bc") apart.
+func dedupeKey(route, callID string, kind miitel.Kind, detailID string, detailJSON []byte, payloadHash [sha256.Size]byte) string {
+	content := sha256.Sum256(detailJSON)
 	h := sha256.New()
-	for _, s := range []string{route, callID, d.ID, string(kind)} {
+	for _, s := range []string{route, callID, detailID, string(kind)} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
 	h.Write(content[:])
 	h.Write(payloadHash[:])
-	return hex.EncodeToString(h.Sum(nil))[:dedupeKeyLen], nil
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))[:dedupeKeyLen]
+}
+
+// checkText refuses a body that is not UTF-8 text: encoding/json would silently replace
+// each bad byte with U+FFFD and the CRM would store the damage. JSON escapes of lone UTF-16
+// surrogates (\ud800 without its pair) are the same defect in escaped form (a sender whose
+// text held undecodable bytes: Python's surrogateescape, for one) and decode to U+FFFD just
+// the same, so they are refused alike. The common case costs one utf8.Valid pass and, only
+// when the body has a \u escape that could be a surrogate, one walk over its backslashes.
+func checkText(body []byte) error {
+	if !utf8.Valid(body) {
+		return &invalidError{code: "invalid_utf8",
+			msg: fmt.Sprintf("request body is not valid UTF-8: invalid byte at offset %d", firstInvalidUTF8(body))}
+	}
+	if !bytes.Contains(body, []byte(`\ud`)) && !bytes.Contains(body, []byte(`\uD`)) {
+		return nil
+	}
+	for i := 0; ; {
+		j := bytes.IndexByte(body[i:], '\\')
+		if j < 0 {
+			return nil
+		}
+		i += j
+		if i+1 >= len(body) {
+			return nil // a trailing backslash: the JSON parser reports it
+		}
+		if body[i+1] != 'u' {
+			i += 2 // \\, \n, ...: the escaped byte cannot start an escape
+			continue
+		}
+		r, ok := hex4(body, i+2)
+		switch {
+		case !ok || r < 0xd800 || r > 0xdfff:
+			// not a surrogate (or not hex: the JSON parser reports it)
+		case r <= 0xdbff:
+			if lowSurrogateAt(body, i+6) {
+				i += 12
+				continue
+			}
+			return loneSurrogate(body, i)
+		default:
+			return loneSurrogate(body, i)
+		}
+		i += 6
+	}
+}
+
+func loneSurrogate(body []byte, i int) error {
+	return &invalidError{code: "invalid_utf8", msg: fmt.Sprintf(
+		"request body is not valid UTF-8: the escape %s at offset %d is a lone UTF-16 surrogate, not a character", body[i:i+6], i)}
+}
+
+// lowSurrogateAt reports whether body[i:] starts with a \uDC00-\uDFFF escape.
+func lowSurrogateAt(body []byte, i int) bool {
+	if i+1 >= len(body) || body[i] != '\\' || body[i+1] != 'u' {
+		return false
+	}
+	r, ok := hex4(body, i+2)
+	return ok && r >= 0xdc00 && r <= 0xdfff
+}
+
+// hex4 decodes the four hex digits at body[i:].
+func hex4(body []byte, i int) (rune, bool) {
+	if i+4 > len(body) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range body[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// firstInvalidUTF8 is the offset of the first byte that does not start a valid UTF-8
+// sequence; only called once utf8.Valid said there is one.
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
 }

@@ -134,6 +134,8 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("kind %s", ev.Kind)
 			}
 		}
+		// What is queued is what tasks.NewCallEvent would have queued.
+		checkTaskPayloads(t, body, []string{"params_key"}, "r")
 		// Parsing is deterministic: the same body gives the same keys.
 		again, err := parseBody(body, []string{"params_key"})
 		if err != nil {

@@ -10,13 +10,12 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
-	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
+	"github.com/miitel-crm-sync/miitel-crm-sync/receiver/internal/enqueue"
 )
 
 // ErrConfig marks every error New returns for a bad configuration, so the caller can exit
@@ -49,16 +48,17 @@ type Receiver struct {
 	queue  config.Queue
 	routes map[string]*authenticator
 
-	rdb       redis.UniversalClient
-	tasks     taskQueue
-	inspector taskInspector
-	ledger    ledger
+	rdb      redis.UniversalClient
+	tasks    taskQueue
+	inflight *inflight
 
 	log     *slog.Logger
 	m       *metrics
 	now     func() time.Time
 	handler http.Handler
 	detail  func() map[string]any
+
+	onAdmit func() // test hook: a request was charged against the in-flight budget
 }
 
 // New checks the options and builds the receiver. Every configuration problem is reported
@@ -71,6 +71,19 @@ func New(opts Options) (*Receiver, error) {
 	}
 	if opts.Server.MaxBodyBytes <= 0 {
 		bad("server.max_body_bytes must be positive")
+	}
+	// Zero means unset (a caller that builds config.Server by hand): config.Default's values.
+	if opts.Server.MaxInflightRequests == 0 {
+		opts.Server.MaxInflightRequests = 256
+	}
+	if opts.Server.MaxInflightBytes == 0 {
+		opts.Server.MaxInflightBytes = max(64<<20, bodyCostFactor*opts.Server.MaxBodyBytes)
+	}
+	if opts.Server.MaxInflightRequests < 0 {
+		bad("server.max_inflight_requests must be positive")
+	}
+	if opts.Server.MaxInflightBytes < bodyCostFactor*opts.Server.MaxBodyBytes {
+		bad("server.max_inflight_bytes must be at least %d x server.max_body_bytes: the largest body must fit", bodyCostFactor)
 	}
 	if opts.Server.EnqueueTimeout <= 0 {
 		bad("server.enqueue_timeout must be positive")
@@ -145,17 +158,16 @@ func New(opts Options) (*Receiver, error) {
 		now = time.Now
 	}
 	r := &Receiver{
-		server:    opts.Server,
-		queue:     opts.Queue,
-		routes:    routes,
-		rdb:       opts.Redis,
-		tasks:     asynq.NewClientFromRedisClient(opts.Redis),
-		inspector: asynq.NewInspectorFromRedisClient(opts.Redis),
-		ledger:    redisLedger{opts.Redis},
-		log:       log,
-		m:         m,
-		now:       now,
-		detail:    opts.ReadyDetail,
+		server:   opts.Server,
+		queue:    opts.Queue,
+		routes:   routes,
+		rdb:      opts.Redis,
+		tasks:    enqueue.New(opts.Redis, opts.Queue.Name),
+		inflight: newInflight(opts.Server.MaxInflightRequests, opts.Server.MaxInflightBytes),
+		log:      log,
+		m:        m,
+		now:      now,
+		detail:   opts.ReadyDetail,
 	}
 
 	engine.Use(r.logRequests(), r.recoverPanics())
@@ -218,15 +230,4 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	r.log.Info("receiver: stopped")
 	return nil
-}
-
-// redisLedger reads the dedupe ledger the worker writes.
-type redisLedger struct{ rdb redis.UniversalClient }
-
-func (l redisLedger) delivered(ctx context.Context, dedupeKey string) (bool, error) {
-	n, err := l.rdb.Exists(ctx, tasks.LedgerKey(dedupeKey)).Result()
-	if err != nil {
-		return false, fmt.Errorf("receiver: ledger: %w", err)
-	}
-	return n > 0, nil
 }

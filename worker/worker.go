@@ -130,7 +130,7 @@ func (w *Worker) handle(ctx context.Context, t *asynq.Task) error {
 	// The ledger is written only after delivery, so an event that ends in the dead letter
 	// leaves no mark and MiiTel's next re-send of it is queued again.
 	if ev.DedupeKey != "" && w.queue.DedupeWindow > 0 {
-		if err := w.rdb.Set(ctx, tasks.LedgerKey(ev.DedupeKey), string(ev.Kind), w.queue.DedupeWindow).Err(); err != nil {
+		if err := w.rdb.Set(ctx, tasks.LedgerKey(w.queue.Name, ev.DedupeKey), string(ev.Kind), w.queue.DedupeWindow).Err(); err != nil {
 			// Delivered but not recorded: retrying re-delivers, which the CRM upsert absorbs.
 			return fmt.Errorf("worker: write ledger: %w", err)
 		}

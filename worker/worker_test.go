@@ -111,8 +111,8 @@ func TestDeliveredEventIsRecordedInTheLedger(t *testing.T) {
 		t.Fatalf("processed %+v", a)
 	}
 	rdb := h.srv.Client()
-	waitFor(t, "ledger entry", func() bool { return rdb.Exists(context.Background(), tasks.LedgerKey("k-d1")).Val() == 1 })
-	ttl := rdb.TTL(context.Background(), tasks.LedgerKey("k-d1")).Val()
+	waitFor(t, "ledger entry", func() bool { return rdb.Exists(context.Background(), tasks.LedgerKey(h.queue.Name, "k-d1")).Val() == 1 })
+	ttl := rdb.TTL(context.Background(), tasks.LedgerKey(h.queue.Name, "k-d1")).Val()
 	if ttl <= 23*time.Hour || ttl > 24*time.Hour {
 		t.Errorf("ledger TTL = %v, want the 24h dedupe window", ttl)
 	}
@@ -140,7 +140,7 @@ func TestPermanentErrorArchivesAtOnceWithReason(t *testing.T) {
 	if v := testutil.ToFloat64(h.w.metrics.tasks.WithLabelValues("dead")); v != 1 {
 		t.Errorf("dead counter = %v", v)
 	}
-	if h.srv.Client().Exists(context.Background(), tasks.LedgerKey("k-d2")).Val() != 0 {
+	if h.srv.Client().Exists(context.Background(), tasks.LedgerKey(h.queue.Name, "k-d2")).Val() != 0 {
 		t.Error("a dead-lettered event must not be in the ledger")
 	}
 }
@@ -224,7 +224,7 @@ func TestThrottlingAfterFailuresDoesNotArchive(t *testing.T) {
 	rdb := h.srv.Client()
 	waitFor(t, "delivery or dead letter", func() bool {
 		info, _ := h.inspector.GetTaskInfo(h.queue.Name, "k-d5")
-		return rdb.Exists(context.Background(), tasks.LedgerKey("k-d5")).Val() == 1 || (info != nil && info.State == asynq.TaskStateArchived)
+		return rdb.Exists(context.Background(), tasks.LedgerKey(h.queue.Name, "k-d5")).Val() == 1 || (info != nil && info.State == asynq.TaskStateArchived)
 	})
 	if len(got) != 5 {
 		t.Errorf("attempts = %d, want 5: throttling after the last allowed failure must not archive", len(got))

@@ -133,7 +133,7 @@ func TestMappingPreviewStdinAndFailures(t *testing.T) {
 	// Bodies the receiver answers 400 (or as a handshake) fail with the receiver's message,
 	// without the receiver's package prefix (it means nothing to the admin previewing).
 	for _, tc := range []struct{ name, body, want string }{
-		{"video", `{"video": {"id": "v1"}}`, "call is required"},
+		{"video", `{"video": {"id": "v1"}}`, "video_analysis_completed events (MiiTel video meetings) are not call history; this service syncs calls"},
 		{"no detail id", `{"call": {"id": "c", "tenant_code": "t", "details": [{"call_type": "OUTGOING_CALL"}]}}`, "call.details[0].id is required"},
 		{"challenge", `{"challenge": "abc"}`, "a challenge (the webhook setup handshake), not a call"},
 	} {

@@ -19,9 +19,17 @@ const TypeCallEvent = "miitel:call_event"
 const KeyPrefix = "mcs:"
 
 // LedgerKey is the Redis key that remembers, for the dedupe window, that the event with this
-// dedupe key was delivered. It is written by the worker after a successful delivery, never by
-// the receiver, so an event that ended in the dead letter can be sent again.
-func LedgerKey(dedupeKey string) string { return KeyPrefix + "ledger:" + dedupeKey }
+// dedupe key was delivered from the asynq queue named queue. It is written by the worker
+// after a successful delivery, never by the receiver, so an event that ended in the dead
+// letter can be sent again.
+//
+// The key carries the queue's hash tag, {queue}, as asynq's own keys do
+// (asynq:{queue}:...), so that on Redis Cluster the receiver's enqueue script can check the
+// ledger and write the task in one slot. (Before, keys were mcs:ledger:<key>; entries under
+// that name are no longer read.)
+func LedgerKey(queue, dedupeKey string) string {
+	return KeyPrefix + "{" + queue + "}:ledger:" + dedupeKey
+}
 
 // NewCallEvent encodes an event as a task. The dedupe key is the TaskID, so while the task is
 // queued, retrying or archived an exact re-send conflicts instead of queueing twice.
@@ -52,4 +60,8 @@ func DecodeCallEvent(t *asynq.Task) (*miitel.Event, error) {
 // not counted as a failure) after the last allowed failure would be archived. The task
 // therefore gets one retry more than the budget and the worker archives the failure that
 // exhausts the budget itself (see worker's package comment).
-func MaxRetry(failures int) asynq.Option { return asynq.MaxRetry(failures + 1) }
+func MaxRetry(failures int) asynq.Option { return asynq.MaxRetry(Retries(failures)) }
+
+// Retries is the MaxRetry value MaxRetry sets, for code that writes asynq's task message
+// itself (the receiver's enqueue script).
+func Retries(failures int) int { return failures + 1 }
