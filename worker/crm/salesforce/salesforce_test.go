@@ -27,7 +27,7 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
 )
 
-const extField = "MiiTel_Call_Id__c"
+const extField = "MiiTel_Detail_Id__c"
 
 // testKey is one RSA key for every JWT test: generating it is the slow part.
 var testKey = sync.OnceValue(func() *rsa.PrivateKey {
