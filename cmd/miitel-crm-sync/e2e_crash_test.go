@@ -253,7 +253,7 @@ func TestE2EWorkerKilledMidTaskLosesAndDuplicatesNothing(t *testing.T) {
 		return r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/crm/v3/objects/calls/")
 	}
 	isSalesforceUpsert := func(r *http.Request) bool {
-		return r.Method == http.MethodPatch && strings.Contains(r.URL.Path, "/sobjects/Task/"+externalIDField+"/")
+		return r.Method == http.MethodPatch && strings.Contains(r.URL.Path, "/sobjects/Task/"+externalIDField)
 	}
 	for _, c := range []struct {
 		name  string

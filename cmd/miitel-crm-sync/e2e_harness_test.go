@@ -97,6 +97,14 @@ type stackOptions struct {
 	hubspotVia, salesforceVia func(fakeURL string) string
 	// maxRetry is queue.max_retry (default 10).
 	maxRetry int
+	// workerConcurrency is worker.concurrency (default 4).
+	workerConcurrency int
+	// salesforceBatch is the sf connection's batch section, e.g. "{max_size: 200, linger:
+	// 10s}" (default: none, the built-in defaults).
+	salesforceBatch string
+	// salesforceFake adjusts the Salesforce fake's options (e.g. an org without the
+	// External ID field).
+	salesforceFake func(*salesforcefake.Options)
 }
 
 // stack is one isolated installation: a private redis-server, a HubSpot and a Salesforce
@@ -123,6 +131,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if o.maxRetry == 0 {
 		o.maxRetry = 10
 	}
+	if o.workerConcurrency == 0 {
+		o.workerConcurrency = 4
+	}
 	s := &stack{redis: redistest.Start(t), hsContact: map[string]string{}, sfContact: map[string]string{}}
 	s.rdb = s.redis.Client()
 
@@ -131,7 +142,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	s.hs.AddOwner("someone.else@example.com") // the rep is not simply the first owner
 	s.hsOwner = s.hs.AddOwner(repEmail)
 
-	s.sf = salesforcefake.New(t, salesforcefake.Options{ExternalIDFields: []string{externalIDField}})
+	sfOpts := salesforcefake.Options{ExternalIDFields: []string{externalIDField}}
+	if o.salesforceFake != nil {
+		o.salesforceFake(&sfOpts)
+	}
+	s.sf = salesforcefake.New(t, sfOpts)
 	s.sf.AddUser(salesforcefake.User{Username: "someone.else@example.com", Email: "someone.else@example.com"})
 	s.sfUser = s.sf.AddUser(salesforcefake.User{Username: repEmail, Email: repEmail})
 
@@ -170,6 +185,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		s.env["SF_REFRESH_TOKEN"] = s.sf.IssueRefreshToken(salesforcefake.IntegrationUsername)
 		salesforceCfg += "      refresh_token: {env: SF_REFRESH_TOKEN}\n"
 	}
+	if o.salesforceBatch != "" {
+		salesforceCfg += "    batch: " + o.salesforceBatch + "\n"
+	}
 
 	s.listen = freeAddr(t)
 	// Short retry and poll intervals keep retries (429, expired tokens, recovered tasks)
@@ -181,7 +199,7 @@ server:
 redis: {url: %q}
 queue: {name: %s, max_retry: %d, task_timeout: 30s}
 worker:
-  concurrency: 4
+  concurrency: %d
   shutdown_timeout: 5s
   retry_base: 100ms
   retry_max: 1s
@@ -201,7 +219,7 @@ connections:
 %s  - name: sf
     type: salesforce
     salesforce:
-%s`, s.listen, s.redis.URL(), queueName, o.maxRetry, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
+%s`, s.listen, s.redis.URL(), queueName, o.maxRetry, o.workerConcurrency, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
 	return s
 }
 

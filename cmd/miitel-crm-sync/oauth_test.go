@@ -125,7 +125,7 @@ connections:
       flow: refresh_token
       client_id: %s
       client_secret: {env: SF_SECRET}
-      external_id_field: MiiTel_Call_Id__c
+      external_id_field: MiiTel_Detail_Id__c
       redirect_url: http://127.0.0.1:1/callback
 `, rs.URL(), fake.URL, fake.ClientID()))
 	// ROUTE_TOKEN is not set: connecting a CRM needs no webhook credential.

@@ -117,6 +117,10 @@ type TokenOptions struct {
 	KeepExtra []string
 	// Revoked decides which fetch errors break the connection. Default IsRevoked.
 	Revoked func(error) bool
+	// Broken is the connection's broken state, shared with the connector so that its own
+	// reasons (a missing record key field) and the token's add up. Nil: the token keeps
+	// its own.
+	Broken *BrokenState
 	// Logger is the connector's, which already names the connection.
 	Logger  *slog.Logger
 	Metrics *Metrics
@@ -143,11 +147,12 @@ type TokenOptions struct {
 //
 // Tokens are stored as compact JSON with a TTL at their expiry; they are never logged.
 type SharedToken struct {
-	base  context.Context
-	o     TokenOptions
-	store *TokenStore
-	log   *slog.Logger
-	m     *Metrics
+	base   context.Context
+	o      TokenOptions
+	store  *TokenStore
+	log    *slog.Logger
+	m      *Metrics
+	broken *BrokenState
 
 	mu      sync.Mutex
 	seeded  bool
@@ -185,12 +190,18 @@ func NewSharedToken(base context.Context, o TokenOptions) (*SharedToken, error) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	m := orNop(o.Metrics)
+	broken := o.Broken
+	if broken == nil {
+		broken = NewBrokenState(o.Connection, m)
+	}
 	return &SharedToken{
-		base:  base,
-		o:     o,
-		store: NewTokenStore(o.Redis, o.Connection),
-		log:   log,
-		m:     orNop(o.Metrics),
+		base:   base,
+		o:      o,
+		store:  NewTokenStore(o.Redis, o.Connection),
+		log:    log,
+		m:      m,
+		broken: broken,
 	}, nil
 }
 
@@ -204,7 +215,7 @@ func (s *SharedToken) Token(ctx context.Context) (*oauth2.Token, error) {
 			return nil, s.redisErr(err)
 		}
 		if tok := st.valid(s.o.ExpiryMargin); tok != nil {
-			s.m.Broken.WithLabelValues(s.o.Connection).Set(0)
+			s.broken.Clear(BrokenToken)
 			return tok, nil
 		}
 		if err := s.brokenErr(st); err != nil {
@@ -301,7 +312,7 @@ func (s *SharedToken) refreshLocked(owner string) (*oauth2.Token, error) {
 		// The token is good; only sharing it failed. Use it for this request.
 		s.log.Warn("crm: could not share access token through redis", "error", err.Error())
 	}
-	s.m.Broken.WithLabelValues(s.o.Connection).Set(0)
+	s.broken.Clear(BrokenToken)
 	return stored.token(), nil
 }
 
@@ -351,8 +362,7 @@ func (s *SharedToken) markBroken(ctx context.Context, rt string, cause error) er
 	if err := s.store.markBroken(ctx, b); err != nil {
 		s.log.Error("crm: could not record broken connection in redis", "error", err.Error())
 	}
-	s.m.Broken.WithLabelValues(s.o.Connection).Set(1)
-	s.m.BrokenTotal.WithLabelValues(s.o.Connection).Inc()
+	s.broken.Set(BrokenToken, reason)
 	s.log.Error("crm: connection broken, an admin must reconnect it", "reason", reason)
 	return &Error{Class: Broken, Op: "crm: token", Code: "invalid_grant", Msg: reason, After: s.o.BrokenRetryAfter, Err: cause}
 }
@@ -376,7 +386,7 @@ func (s *SharedToken) brokenErr(st tokenSnapshot) error {
 	if st.broken.credentials != fingerprint(s.o.Credentials, rt) {
 		return nil // credentials changed since: try them
 	}
-	s.m.Broken.WithLabelValues(s.o.Connection).Set(1)
+	s.broken.Set(BrokenToken, st.broken.Reason)
 	return &Error{Class: Broken, Op: "crm: token", Code: "invalid_grant", Msg: st.broken.Reason, After: s.o.BrokenRetryAfter}
 }
 

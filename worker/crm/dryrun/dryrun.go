@@ -6,8 +6,9 @@
 // builders, so the bodies are exactly what it sends: owner lookup, contact search, then a
 // create the first time a MiiTel detail is seen and an update afterwards. Records for
 // Salesforce (object "Task", or any other sObject) likewise go through the Salesforce
-// connector's builders: owner SOQL, phone SOSL, the lookup by external id (first delivery
-// only) and the upsert. Ids that only the CRM could answer appear as placeholders
+// connector's builders: owner SOQL, phone SOSL and the sObject Collections upsert that
+// carries the record (with its create-only fields the first time). Ids that only the CRM
+// could answer appear as placeholders
 // ({owner_id}, {contact_id}, {call_id}). Nothing goes to the network.
 package dryrun
 
@@ -248,12 +249,18 @@ func (c *Connector) salesforce(rec *mappers.Record, first bool) ([]Request, erro
 		fields[salesforce.ContactField(rec.Contact)] = ContactID
 	}
 	if first {
-		// The connector's id map does not know the Task yet: it asks Salesforce (404), then
-		// creates with the create-only fields.
-		crs = append(crs, salesforce.GetByExternalIDRequest(object, field, value))
+		// The connector's id map does not know the Task yet: the upsert carries the
+		// create-only fields. Nothing is read before the write.
 		maps.Copy(fields, createOnly)
 	}
-	crs = append(crs, salesforce.UpsertRequest(object, field, value, fields))
+	if salesforce.HasCollections(c.o.SalesforceAPIVersion) {
+		// The connector groups the records of concurrent calls into one collection request
+		// (up to batch.max_size); the dry run prints each call's record in a request of its
+		// own.
+		crs = append(crs, salesforce.CollectionUpsertRequest(object, field, []map[string]any{salesforce.CollectionRecord(object, field, value, fields)}))
+	} else {
+		crs = append(crs, salesforce.UpsertRequest(object, field, value, fields))
+	}
 	out := make([]Request, 0, len(crs))
 	for _, r := range crs {
 		rr, err := record(base, r)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -33,15 +34,48 @@ func externalIDPath(object, field, value string) string {
 	return "/sobjects/" + url.PathEscape(object) + "/" + url.PathEscape(field) + "/" + url.PathEscape(value)
 }
 
-// GetByExternalIDRequest asks whether the record with the external id exists (its Id only).
-func GetByExternalIDRequest(object, field, value string) crm.Request {
-	return crm.Request{Op: "salesforce: get " + object + " by external id", Method: http.MethodGet,
-		Path: externalIDPath(object, field, value), Query: url.Values{"fields": {"Id"}}}
-}
-
-// UpsertRequest is the PATCH that creates or updates the record with the external id.
+// UpsertRequest is the one-record PATCH that creates or updates the record with the
+// external id (API versions before 46.0, which have no collection upsert).
 func UpsertRequest(object, field, value string, body map[string]any) crm.Request {
 	return crm.Request{Op: "salesforce: upsert " + object, Method: http.MethodPatch, Path: externalIDPath(object, field, value), Body: body}
+}
+
+// CollectionRecord is one record of a collection upsert: the fields, the object type in
+// attributes (required) and the external id value under its field (the URL names only the
+// field).
+func CollectionRecord(object, field, value string, fields map[string]any) map[string]any {
+	r := make(map[string]any, len(fields)+2)
+	maps.Copy(r, fields)
+	r["attributes"] = map[string]string{"type": object}
+	r[field] = value
+	return r
+}
+
+// collectionBody is the body of a collection upsert. allOrNone is false, and sent: every
+// record stands alone, so one refused call never holds back the others.
+type collectionBody struct {
+	AllOrNone bool             `json:"allOrNone"`
+	Records   []map[string]any `json:"records"`
+}
+
+// CollectionUpsertRequest is the sObject Collections upsert (API 46.0+): up to
+// config.SalesforceMaxBatch records of one object, by one External ID field, answered with
+// one result per record in request order.
+func CollectionUpsertRequest(object, field string, records []map[string]any) crm.Request {
+	return crm.Request{Op: "salesforce: upsert " + object + " collection", Method: http.MethodPatch,
+		Path: "/composite/sobjects/" + url.PathEscape(object) + "/" + url.PathEscape(field),
+		Body: collectionBody{Records: records}}
+}
+
+// DescribeRequest is the describe of an object: its permissions and its fields.
+func DescribeRequest(object string) crm.Request {
+	return crm.Request{Op: "salesforce: describe " + object, Method: http.MethodGet, Path: "/sobjects/" + url.PathEscape(object) + "/describe"}
+}
+
+// DescribeGlobalRequest lists the objects the integration user can see, with what it may
+// do on each.
+func DescribeGlobalRequest() crm.Request {
+	return crm.Request{Op: "salesforce: describe objects", Method: http.MethodGet, Path: "/sobjects/"}
 }
 
 // Fields turns a record's fields into the upsert body, keeping create-only fields apart. The

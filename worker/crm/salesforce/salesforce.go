@@ -9,13 +9,26 @@
 // a 401 INVALID_SESSION_ID drops the shared token and the request is sent once more with a
 // new one.
 //
-// Create or update: TaskSubtype=Call can be set when a Task is created and never changed
-// afterwards, and the upsert endpoint itself does not say beforehand which it will do. The
-// connector therefore asks first: the id map in Redis (written after every successful
-// upsert) answers for every event after the first; when it has no entry, one GET by
-// external id does. Fields marked CreateOnly are sent only when neither knows the Task.
-// Should the Task exist after all (a map lost with Redis, a race the per-call lock rules
-// out), Salesforce refuses the create-only field and the upsert is sent again without it.
+// Writes go in batches: the records that concurrent deliveries submit for one object and
+// External ID field are grouped by a crm.Batcher into one sObject Collections upsert (up to
+// 200 records, batch.max_size), answered per record. Each delivery keeps its own outcome: a
+// record Salesforce refuses fails alone, with its own error class; a failure of the whole
+// request is every record's. API versions before 46.0 have no collection upsert and send
+// one upsert per record.
+//
+// Create or update without asking: TaskSubtype=Call can be set when a Task is created and
+// never changed afterwards, and an upsert does not say beforehand which it will do. Nothing
+// is read before the write: the id map in Redis (written after every successful upsert)
+// knows every Task this connection wrote, and fields marked CreateOnly are sent only when it
+// does not. Should the Task exist after all (a map lost with Redis, a batch answer lost on
+// the way), Salesforce refuses the create-only field for that record alone, and that record
+// is sent again without it.
+//
+// The record key: when Salesforce says the External ID field does not exist (confirmed by
+// the Task describe), the connection is marked broken for that reason (calls wait, no
+// attempt burns, mcs_crm_connection_broken is 1, an error log names the fix) instead of
+// dead-lettering every call; the first upsert that goes through once the field exists
+// clears it. Check verifies the same before the first call.
 package salesforce
 
 import (
@@ -24,7 +37,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -38,6 +53,17 @@ const DefaultAPIVersion = "v62.0"
 
 // DefaultRequestLimitWait is how long tasks wait after 403 REQUEST_LIMIT_EXCEEDED.
 const DefaultRequestLimitWait = 15 * time.Minute
+
+// RecordKeyWait is how long calls wait while the org lacks the record key field: each
+// attempt after it is the probe that finds the field created.
+const RecordKeyWait = 5 * time.Minute
+
+// DefaultLinger is how long the first record of a batch waits for others when the config
+// sets no batch.linger.
+const DefaultLinger = time.Second
+
+// collectionsSince is the first API version with the sObject Collections upsert.
+const collectionsSince = 46
 
 // DefaultDailyRequests is the request budget per 24 hours when the config sets none: the
 // allowance of the smallest Enterprise Edition org (100,000 a day). Orgs with more licences
@@ -69,10 +95,20 @@ type Connector struct {
 
 	tokens  *crm.SharedToken
 	client  *http.Client
+	limiter *crm.RateLimiter
 	lookups *crm.LookupCache
 	ids     *crm.IDMap
+	broken  *crm.BrokenState
 	log     *slog.Logger
 	m       *crm.Metrics
+
+	// collections: the API version has the collection upsert; batches by object and
+	// External ID field run on base (the worker's long-lived context).
+	collections bool
+	batch       config.Batch
+	base        context.Context
+	mu          sync.Mutex
+	batchers    map[string]*crm.Batcher[*upsertItem, upsertOut]
 }
 
 var _ crm.Connector = (*Connector)(nil)
@@ -120,6 +156,7 @@ func New(o Options) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
+	broken := crm.NewBrokenState(conn.Name, m)
 	tokens, err := crm.NewSharedToken(ctx, crm.TokenOptions{
 		Connection:          conn.Name,
 		Redis:               o.Redis,
@@ -128,6 +165,7 @@ func New(o Options) (*Connector, error) {
 		InitialRefreshToken: sf.RefreshToken.Value(),
 		Credentials:         credentials(&sf),
 		KeepExtra:           []string{"instance_url"},
+		Broken:              broken,
 		Logger:              log,
 		Metrics:             m,
 	})
@@ -171,18 +209,39 @@ func New(o Options) (*Connector, error) {
 	if limitWait <= 0 {
 		limitWait = DefaultRequestLimitWait
 	}
+	batch := conn.Batch
+	if batch.MaxSize <= 0 || batch.MaxSize > config.SalesforceMaxBatch {
+		batch.MaxSize = config.SalesforceMaxBatch
+	}
+	if batch.Linger <= 0 {
+		batch.Linger = DefaultLinger
+	}
 	return &Connector{
-		name:      conn.Name,
-		sf:        sf,
-		version:   version,
-		limitWait: limitWait,
-		tokens:    tokens,
-		client:    &http.Client{Transport: stack, Timeout: timeout},
-		lookups:   crm.NewLookupCache(o.Redis, conn.Name, conn.LookupTTL, conn.MissTTL, m),
-		ids:       crm.NewIDMap(o.Redis, conn.Name, o.IDMapTTL, 0),
-		log:       log,
-		m:         m,
+		name:        conn.Name,
+		sf:          sf,
+		version:     version,
+		limitWait:   limitWait,
+		tokens:      tokens,
+		client:      &http.Client{Transport: stack, Timeout: timeout},
+		limiter:     limiter,
+		lookups:     crm.NewLookupCache(o.Redis, conn.Name, conn.LookupTTL, conn.MissTTL, m),
+		ids:         crm.NewIDMap(o.Redis, conn.Name, o.IDMapTTL, 0),
+		broken:      broken,
+		log:         log,
+		m:           m,
+		collections: HasCollections(version),
+		batch:       batch,
+		base:        ctx,
+		batchers:    map[string]*crm.Batcher[*upsertItem, upsertOut]{},
 	}, nil
+}
+
+// HasCollections reports whether an API version ("v62.0", "45.0") has the sObject
+// Collections upsert (46.0 and later); an unreadable version counts as current.
+func HasCollections(version string) bool {
+	major, _, _ := strings.Cut(strings.TrimPrefix(version, "v"), ".")
+	n, err := strconv.Atoi(major)
+	return err != nil || n >= collectionsSince
 }
 
 // api returns the REST client for the org the current token belongs to: instance_url from
@@ -269,86 +328,36 @@ func (c *Connector) deliver(ctx context.Context, rec *mappers.Record) (crm.Resul
 		}
 	}
 
+	// The id map knows every Task this connection wrote: create-only fields go only to a
+	// Task it does not know (see the package comment). No request asks Salesforce first.
 	mapObject := object + ":" + extField
-	known, exists, err := c.existing(ctx, api, object, mapObject, extField, value)
-	if err != nil {
-		return crm.Result{}, err
+	known := ""
+	if e, ok, err := c.ids.Get(ctx, mapObject, value); err != nil {
+		c.log.Warn("salesforce: id map unavailable; sending create-only fields, salesforce refuses them if the task exists", "error", err.Error())
+	} else if ok {
+		known = e.ID
 	}
-	body := fields
-	if !exists && len(createOnly) > 0 {
-		body = make(map[string]any, len(fields)+len(createOnly))
-		for k, v := range fields {
-			body[k] = v
-		}
-		for k, v := range createOnly {
-			body[k] = v
-		}
+	item := &upsertItem{value: value, fields: fields}
+	if known == "" {
+		item.createOnly = createOnly
 	}
-	id, created, err := c.upsert(ctx, api, object, extField, value, body)
-	if err != nil && !exists && len(createOnly) > 0 && refusesCreateOnly(err, createOnly) {
-		// The Task existed after all (the map was lost and the GET raced a write we do not
-		// know of): Salesforce refused the create-only field, so update without it.
-		c.log.Warn("salesforce: task existed although neither the id map nor the lookup knew it; updating without create-only fields", "external_id", value)
-		id, created, err = c.upsert(ctx, api, object, extField, value, fields)
-	}
+	out, err := c.upsert(ctx, object, extField, item)
 	if err != nil {
 		return crm.Result{}, c.staleLookup(ctx, err, rec)
 	}
-	if id == "" {
-		id = known
+	if out.created && known != "" {
+		c.log.Warn("salesforce: task was deleted in salesforce and created again without its create-only fields", "external_id", value, "task_id", out.id)
 	}
-	if created && exists {
-		c.log.Warn("salesforce: task was deleted in salesforce and created again without its create-only fields", "external_id", value, "task_id", id)
+	if out.id == "" {
+		out.id = known // an update answered 204 (before API 46.0)
 	}
-	if err := c.ids.Put(ctx, mapObject, value, crm.IDEntry{ID: id, Contact: res.ContactID}); err != nil {
-		// The Task is written; without the entry the next event asks Salesforce with a GET.
+	if err := c.ids.Put(ctx, mapObject, value, crm.IDEntry{ID: out.id, Contact: res.ContactID}); err != nil {
+		// The Task is written; without the entry the next event sends the create-only
+		// fields again and Salesforce refuses them once.
 		c.log.Warn("salesforce: could not record task id", "external_id", value, "error", err.Error())
 	}
-	res.ID, res.Created = id, created
+	res.ID, res.Created = out.id, out.created
 	return res, nil
-}
-
-// existing says whether the Task exists: the id map first, then one GET by external id.
-func (c *Connector) existing(ctx context.Context, api *crm.API, object, mapObject, field, value string) (id string, exists bool, err error) {
-	e, ok, err := c.ids.Get(ctx, mapObject, value)
-	if err == nil && ok && e.ID != "" {
-		return e.ID, true, nil
-	}
-	if err != nil {
-		c.log.Warn("salesforce: id map unavailable, asking salesforce", "error", err.Error())
-	}
-	var out struct {
-		ID string `json:"Id"`
-	}
-	status, err := api.Do(ctx, GetByExternalIDRequest(object, field, value), &out)
-	if status == http.StatusNotFound {
-		// Not found; an unknown external id field also answers 404, and the upsert below
-		// then reports it.
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	return out.ID, true, nil
-}
-
-func (c *Connector) upsert(ctx context.Context, api *crm.API, object, field, value string, body map[string]any) (id string, created bool, err error) {
-	var out struct {
-		ID      string `json:"id"`
-		Created bool   `json:"created"`
-	}
-	status, err := api.Do(ctx, UpsertRequest(object, field, value, body), &out)
-	if err != nil {
-		return "", false, err
-	}
-	switch status {
-	case http.StatusCreated:
-		return out.ID, true, nil
-	case http.StatusOK:
-		return out.ID, out.Created, nil
-	default: // 204: an update before API 46.0
-		return out.ID, false, nil
-	}
 }
 
 // refusesCreateOnly reports whether err is Salesforce refusing to update one of the

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -27,7 +28,7 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
 )
 
-const extField = "MiiTel_Call_Id__c"
+const extField = "MiiTel_Detail_Id__c"
 
 // testKey is one RSA key for every JWT test: generating it is the slow part.
 var testKey = sync.OnceValue(func() *rsa.PrivateKey {
@@ -51,6 +52,27 @@ type env struct {
 	rdb  *redis.Client
 	conn config.Connection
 	reg  *prometheus.Registry
+	logs *syncBuffer
+	// client, when set, is the connector's HTTP client (default: the fake's).
+	client *http.Client
+}
+
+// syncBuffer collects a connector's log lines; written by its goroutines, read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // setup starts a fake org and a private Redis, and describes a connection using flow.
@@ -77,15 +99,22 @@ func setup(t *testing.T, flow string, opts salesforcefake.Options) *env {
 	return &env{
 		fake: fake,
 		rdb:  redistest.Start(t).Client(),
-		conn: config.Connection{Name: "sf", Type: "salesforce", Salesforce: sf},
+		// A lone delivery's batch goes at once; batching tests set their own.
+		conn: config.Connection{Name: "sf", Type: "salesforce", Salesforce: sf, Batch: config.Batch{Linger: time.Millisecond}},
 		reg:  prometheus.NewRegistry(),
+		logs: &syncBuffer{},
 	}
 }
 
 func (e *env) connector(t *testing.T) *salesforce.Connector {
 	t.Helper()
+	hc := e.client
+	if hc == nil {
+		hc = e.fake.Client()
+	}
 	c, err := salesforce.New(salesforce.Options{
-		Connection: e.conn, Redis: e.rdb, HTTPClient: e.fake.Client(), Registerer: e.reg, Context: t.Context(),
+		Connection: e.conn, Redis: e.rdb, HTTPClient: hc, Registerer: e.reg, Context: t.Context(),
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)),
 	})
 	if err != nil {
 		t.Fatalf("salesforce.New: %v", err)
@@ -164,22 +193,28 @@ func TestDeliverCreatesThenUpdatesOneTask(t *testing.T) {
 	if _, ok := ups[1].Body["TaskSubtype"]; ok {
 		t.Errorf("update sent TaskSubtype: %v", ups[1].Body)
 	}
-	// The id map answered for the second event: no GET by external id.
-	if n := e.fake.Count(salesforcefake.OpGetByExternal); n != 1 {
-		t.Errorf("%d GETs by external id, want 1 (first delivery only)", n)
+	// Nothing is read before a write: the id map answers create or update.
+	if n := e.fake.Count(salesforcefake.OpGetByExternal); n != 0 {
+		t.Errorf("%d GETs by external id, want none", n)
+	}
+	if n := e.fake.Count(salesforcefake.OpCollection); n != 2 {
+		t.Errorf("%d collection upserts, want 2", n)
 	}
 	// Lookups are cached.
 	if q, s := e.fake.Count(salesforcefake.OpQuery), e.fake.Count(salesforcefake.OpSearch); q != 1 || s != 1 {
 		t.Errorf("owner queries = %d, contact searches = %d; want 1 each (cached)", q, s)
 	}
-	// The org's daily allowance: 4 requests for a call's first event, 1 for each later one.
-	if n := e.fake.Count(salesforcefake.OpAPI); n != 5 {
-		t.Errorf("%d API requests for two events, want 5", n)
+	// The org's daily allowance: 3 requests for a call's first event (owner, contact,
+	// upsert), 1 for each later one.
+	if n := e.fake.Count(salesforcefake.OpAPI); n != 4 {
+		t.Errorf("%d API requests for two events, want 4", n)
 	}
 }
 
-// A crash after the upsert but before the id map write (or a Redis that lost its data) must
-// still end in an update without TaskSubtype: the GET by external id finds the Task.
+// A crash after the upsert but before the id map write (or a Redis that lost its data, or a
+// batch answer lost on the way) must still end in an update of the one Task, without asking
+// first: the create-only field goes out, Salesforce refuses it for that record, and the
+// record goes again without it.
 func TestRetryAfterLostIDMapUpdates(t *testing.T) {
 	e := setup(t, salesforce.FlowClientCredentials, salesforcefake.Options{})
 	c := e.connector(t)
@@ -194,30 +229,18 @@ func TestRetryAfterLostIDMapUpdates(t *testing.T) {
 	if n := len(e.fake.Tasks()); n != 1 {
 		t.Fatalf("%d tasks, want 1", n)
 	}
-	if _, ok := e.fake.Upserts()[1].Body["TaskSubtype"]; ok {
-		t.Error("update after lost id map sent TaskSubtype")
-	}
-}
-
-// When nothing knew the Task existed (the GET failed to see it), Salesforce refuses the
-// create-only field and the connector updates without it.
-func TestCreateOnlyRefusedFallsBackToUpdate(t *testing.T) {
-	e := setup(t, salesforce.FlowClientCredentials, salesforcefake.Options{})
-	c := e.connector(t)
-	first := deliver(t, c, callRecord("d-race"))
-	if err := e.rdb.FlushDB(t.Context()).Err(); err != nil {
-		t.Fatal(err)
-	}
-	e.fake.Fail(1, salesforcefake.Fault{Status: 404, Code: "NOT_FOUND", Message: "The requested resource does not exist"})
-	rec := callRecord("d-race")
-	rec.Owner, rec.Contact = nil, nil // the failed GET is the first request
-	second := deliver(t, e.connector(t), rec)
-	if second.ID != first.ID || second.Created {
-		t.Fatalf("= %+v, want update of %s", second, first.ID)
-	}
 	ups := e.fake.Upserts()
 	if len(ups) != 3 || ups[1].Status != 400 || ups[2].Status != 200 {
 		t.Fatalf("upserts = %+v, want create, refused create-only, update", ups)
+	}
+	if diff := cmp.Diff([]string{"INVALID_FIELD_FOR_INSERT_UPDATE"}, ups[1].Errors); diff != "" {
+		t.Errorf("refusal (-want +got):\n%s", diff)
+	}
+	if _, ok := ups[2].Body["TaskSubtype"]; ok {
+		t.Error("the resend after the refusal still carried TaskSubtype")
+	}
+	if n := e.fake.Count(salesforcefake.OpGetByExternal); n != 0 {
+		t.Errorf("%d GETs by external id, want none", n)
 	}
 }
 
@@ -467,8 +490,6 @@ func TestErrorClasses(t *testing.T) {
 			class: crm.Permanent, code: "STRING_TOO_LONG", msg: "(max length=32000)"},
 		{name: "unknown field", mutate: func(r *mappers.Record) { r.Fields = append(r.Fields, mappers.Field{Name: "Nope__c", Value: "x"}) },
 			class: crm.Permanent, code: "INVALID_FIELD", msg: "Nope__c"},
-		{name: "unknown external id field", mutate: func(r *mappers.Record) { r.ExternalID.Field = "Missing__c" },
-			class: crm.Permanent, code: "NOT_FOUND", msg: "Missing__c"},
 		{name: "bad call type", mutate: func(r *mappers.Record) { r.Fields[2].Value = "Sideways" },
 			class: crm.Permanent, code: "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"},
 		{name: "fractional duration", mutate: func(r *mappers.Record) { r.Fields[3].Value = 1.5 },
@@ -484,7 +505,7 @@ func TestErrorClasses(t *testing.T) {
 			e.conn.Salesforce.RequestLimitWait = tt.limitWait
 			c := e.connector(t)
 			rec := callRecord("d-err")
-			rec.Owner, rec.Contact = nil, nil // one request after the token: the GET
+			rec.Owner, rec.Contact = nil, nil // one request after the token: the upsert
 			if tt.mutate != nil {
 				tt.mutate(rec)
 			}
@@ -538,10 +559,10 @@ func TestAPIUsageGauge(t *testing.T) {
 	c := e.connector(t)
 	rec := callRecord("d-1")
 	rec.Owner, rec.Contact = nil, nil
-	deliver(t, c, rec) // GET + PATCH
+	deliver(t, c, rec) // the upsert alone
 	m, _ := salesforce.NewMetrics(e.reg)
-	if got := testutil.ToFloat64(m.APIUsage.WithLabelValues("sf")); got != 1236 {
-		t.Errorf("api_usage = %v, want 1236", got)
+	if got := testutil.ToFloat64(m.APIUsage.WithLabelValues("sf")); got != 1235 {
+		t.Errorf("api_usage = %v, want 1235", got)
 	}
 	if got := testutil.ToFloat64(m.APILimit.WithLabelValues("sf")); got != 5000 {
 		t.Errorf("api_limit = %v, want 5000", got)

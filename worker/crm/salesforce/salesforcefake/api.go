@@ -2,6 +2,7 @@ package salesforcefake
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -110,6 +111,37 @@ func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 			f.counts[OpSearch]++
 			f.search(w, r.URL.Query().Get("q"), parts[0])
 		}
+	case len(rest) == 1 && rest[0] == "sobjects":
+		if method(http.MethodGet) {
+			f.counts[OpDescribeAll]++
+			f.describeGlobal(w, parts[0])
+		}
+	case len(rest) == 3 && rest[0] == "sobjects" && rest[2] == "describe":
+		if method(http.MethodGet) {
+			f.counts[OpDescribe]++
+			f.describe(w, rest[1], parts[0])
+		}
+	case len(rest) == 4 && rest[0] == "composite" && rest[1] == "sobjects":
+		if version < 46 { // sObject Collections upsert came with API 46.0
+			notFound()
+			return
+		}
+		if rest[2] != "Task" {
+			notFound() // the only object the fake keeps
+			return
+		}
+		field, ok := f.externalIDField(rest[3])
+		if !ok {
+			// CRM.md: an upsert naming a field that does not exist answers 404 NOT_FOUND.
+			// Salesforce does not document the collection's own answer; a connector must
+			// not depend on which it is (see the connector's record key handling).
+			writeErrors(w, http.StatusNotFound, apiError{"NOT_FOUND", "Provided external ID field does not exist or is not accessible: " + rest[3], nil})
+			return
+		}
+		if method(http.MethodPatch) {
+			f.counts[OpCollection]++
+			f.upsertCollection(w, r, field, runAs, version, parts[0])
+		}
 	case len(rest) == 4 && rest[0] == "sobjects" && rest[1] == "Task":
 		field, ok := f.externalIDField(rest[2])
 		if !ok {
@@ -136,8 +168,10 @@ func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// externalIDField resolves an External ID field name as Salesforce does: field names are
+// case-insensitive. The caller holds mu.
 func (f *Fake) externalIDField(name string) (string, bool) {
-	for _, n := range f.opts.ExternalIDFields {
+	for _, n := range slices.Sorted(maps.Keys(f.extFields)) {
 		if strings.EqualFold(n, name) {
 			return n, true
 		}
@@ -165,9 +199,20 @@ type fieldSpec struct {
 	to         []string // references: the objects an id may name
 	createOnly bool     // createable, not updateable
 	required   bool     // on create
+	externalID bool     // marked External ID
+	unique     bool     // marked Unique
 }
 
-func taskSchema(custom map[string]int, external []string) map[string]fieldSpec {
+// taskSchema is Task's fields as the fake's org has them now. The caller holds mu.
+func (f *Fake) taskSchema() map[string]fieldSpec {
+	s := baseTaskSchema(f.opts.CustomTaskFields)
+	for n, unique := range f.extFields {
+		s[n] = fieldSpec{kind: kindString, max: 255, externalID: true, unique: unique}
+	}
+	return s
+}
+
+func baseTaskSchema(custom map[string]int) map[string]fieldSpec {
 	s := map[string]fieldSpec{
 		"Subject":               {kind: kindString, max: 255},
 		"Description":           {kind: kindString, max: 32000},
@@ -188,9 +233,6 @@ func taskSchema(custom map[string]int, external []string) map[string]fieldSpec {
 	}
 	for n, max := range custom {
 		s[n] = fieldSpec{kind: kindString, max: max}
-	}
-	for _, n := range external {
-		s[n] = fieldSpec{kind: kindString, max: 255}
 	}
 	return s
 }
@@ -372,14 +414,14 @@ func (f *Fake) upsertTask(w http.ResponseWriter, r *http.Request, field, value, 
 	if !ok {
 		return
 	}
-	var matches []*record
-	for _, t := range f.tasks {
-		if t.fields[field] == value {
-			matches = append(matches, t)
-		}
-	}
-	logged := Upsert{Field: field, Value: value, Body: body}
+	logged := Upsert{Field: field, Value: value, Body: body, Collection: -1}
 	defer func() { f.upserts = append(f.upserts, logged) }()
+	if fault, ok := f.takeRecordFault(value); ok {
+		logged.Status, logged.Errors = cmp.Or(fault.Status, http.StatusBadRequest), []string{fault.Code}
+		writeErrors(w, logged.Status, apiError{fault.Code, cmp.Or(fault.Message, "injected"), nil})
+		return
+	}
+	matches := f.tasksWith(field, value)
 	if len(matches) > 1 {
 		logged.Status = http.StatusMultipleChoices
 		urls := []string{}
@@ -399,12 +441,44 @@ func (f *Fake) upsertTask(w http.ResponseWriter, r *http.Request, field, value, 
 			delete(body, name)
 		}
 	}
-	errs = append(errs, f.validate("Task", taskSchema(f.opts.CustomTaskFields, f.opts.ExternalIDFields), body, len(matches) == 1)...)
+	errs = append(errs, f.validate("Task", f.taskSchema(), body, len(matches) == 1)...)
 	if len(errs) > 0 {
 		logged.Status = http.StatusBadRequest
+		for _, e := range errs {
+			logged.Errors = append(logged.Errors, e.Code)
+		}
 		writeErrors(w, http.StatusBadRequest, errs...)
 		return
 	}
+	id, created := f.applyUpsert(matches, field, value, body, runAs)
+	if !created {
+		logged.Status = http.StatusOK
+		if version < 46 { // before API 46.0 an update answered 204 with no body
+			logged.Status = http.StatusNoContent
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"id": id, "success": true, "errors": []any{}, "created": false})
+		return
+	}
+	logged.Status, logged.Created = http.StatusCreated, true
+	writeJSON(w, http.StatusCreated, map[string]any{"id": id, "success": true, "errors": []any{}, "created": true})
+}
+
+// tasksWith returns the Tasks whose field holds value. The caller holds mu.
+func (f *Fake) tasksWith(field, value string) []*record {
+	var matches []*record
+	for _, id := range slices.Sorted(maps.Keys(f.tasks)) {
+		if t := f.tasks[id]; t.fields[field] == value {
+			matches = append(matches, t)
+		}
+	}
+	return matches
+}
+
+// applyUpsert writes a validated upsert: an update of the one match (a null clears a
+// field), else a new Task owned by the run-as user. The caller holds mu.
+func (f *Fake) applyUpsert(matches []*record, field, value string, body map[string]any, runAs string) (id string, created bool) {
 	now := f.opts.Now()
 	if len(matches) == 1 {
 		t := matches[0]
@@ -416,16 +490,9 @@ func (f *Fake) upsertTask(w http.ResponseWriter, r *http.Request, field, value, 
 			}
 		}
 		t.modified = now
-		logged.Status = http.StatusOK
-		if version < 46 { // before API 46.0 an update answered 204 with no body
-			logged.Status = http.StatusNoContent
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"id": t.fields["Id"], "success": true, "errors": []any{}, "created": false})
-		return
+		return t.fields["Id"].(string), false
 	}
-	id := f.newID("00T")
+	id = f.newID("00T")
 	fields := Record{"Id": id, field: value, "Status": "Not Started", "Priority": "Normal", "OwnerId": runAs, "TaskSubtype": "Task"}
 	for k, v := range body {
 		if v != nil {
@@ -433,12 +500,11 @@ func (f *Fake) upsertTask(w http.ResponseWriter, r *http.Request, field, value, 
 		}
 	}
 	f.tasks[id] = &record{fields: fields, modified: now, indexed: true}
-	logged.Status, logged.Created = http.StatusCreated, true
-	writeJSON(w, http.StatusCreated, map[string]any{"id": id, "success": true, "errors": []any{}, "created": true})
+	return id, true
 }
 
 func (f *Fake) getTask(w http.ResponseWriter, r *http.Request, field, value, ver string) {
-	schema := taskSchema(f.opts.CustomTaskFields, f.opts.ExternalIDFields)
+	schema := f.taskSchema()
 	var want []string
 	if fs := r.URL.Query().Get("fields"); fs != "" {
 		for _, n := range strings.Split(fs, ",") {

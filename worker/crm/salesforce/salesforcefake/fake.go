@@ -1,7 +1,8 @@
 // Package salesforcefake is a local HTTP fake of the Salesforce APIs the connector uses: the
 // OAuth2 token and authorize endpoints (client credentials, JWT bearer, refresh token with
 // optional rotation, authorization code with PKCE) and the REST resources for Task upsert by
-// external id, SOSL phone search, SOQL user query and Lead/Contact create.
+// external id (one record, and sObject Collections of up to 200), the describes (global and
+// per object), SOSL phone search, SOQL user query and Lead/Contact create.
 //
 // It is strict on purpose: whatever the real API rejects (an unknown path or field, a string
 // over its length, a changed create-only field, a wrong type or picklist value, a missing or
@@ -11,7 +12,9 @@
 // REST response carries Sforce-Limit-Info.
 //
 // Tests seed users, contacts and leads, inspect what was stored, count requests and inject
-// failures (REQUEST_LIMIT_EXCEEDED, 5xx, expired sessions, revoked refresh tokens).
+// failures (REQUEST_LIMIT_EXCEEDED, 5xx, expired sessions, revoked refresh tokens, an error
+// for one record of a collection), and change the org as an admin would (create the
+// External ID field).
 package salesforcefake
 
 import (
@@ -48,14 +51,38 @@ type Options struct {
 	// CallbackURL is the connected app's callback; empty accepts any loopback http URL.
 	CallbackURL string
 	// ExternalIDFields are the Task fields marked External ID + Unique
-	// (default MiiTel_Call_Id__c).
-	ExternalIDFields []string
+	// (default MiiTel_Detail_Id__c, the field docs/crm-salesforce.md has admins create).
+	// NoExternalIDFields gives an org without any: an admin who skipped that step.
+	ExternalIDFields   []string
+	NoExternalIDFields bool
+	// NonUniqueExternalIDFields are Task fields marked External ID but not Unique.
+	NonUniqueExternalIDFields []string
 	// CustomTaskFields are further custom text fields on Task with their maximum length.
 	CustomTaskFields map[string]int
 	// APILimit is the M of Sforce-Limit-Info: api-usage=N/M (default 100000).
 	APILimit int
+	// Access is what the integration user's profile and permission sets grant on each
+	// object, as the describes report it (default: read, create and edit on Task, Contact
+	// and Lead; read on User). An object without Read is absent from the global describe
+	// and its describe answers 404, as Salesforce hides objects a user cannot see. The
+	// fake reports these permissions; it does not enforce them on writes.
+	Access map[string]Access
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+}
+
+// Access is a user's permission on one object.
+type Access struct{ Read, Create, Edit bool }
+
+// DefaultAccess is the access Options.Access defaults to: what docs/crm-salesforce.md has
+// admins grant the integration user.
+func DefaultAccess() map[string]Access {
+	return map[string]Access{
+		"Task":    {Read: true, Create: true, Edit: true},
+		"Contact": {Read: true, Create: true, Edit: true},
+		"Lead":    {Read: true, Create: true, Edit: true},
+		"User":    {Read: true},
+	}
 }
 
 // Integration user New seeds: the client credentials run-as user and a valid JWT subject.
@@ -69,7 +96,10 @@ const (
 	OpToken         = "token"           // POST /services/oauth2/token, any grant
 	OpAuthorize     = "authorize"       // GET /services/oauth2/authorize
 	OpUpsert        = "upsert"          // PATCH sobjects/Task/<field>/<value>
+	OpCollection    = "collection"      // PATCH composite/sobjects/Task/<field>
 	OpGetByExternal = "get_by_external" // GET sobjects/Task/<field>/<value>
+	OpDescribe      = "describe"        // GET sobjects/<object>/describe
+	OpDescribeAll   = "describe_global" // GET sobjects/
 	OpSearch        = "search"          // GET search?q=FIND ...
 	OpQuery         = "query"           // GET query?q=SELECT ...
 	OpCreate        = "create"          // POST sobjects/<Lead|Contact>
@@ -94,13 +124,25 @@ type User struct {
 	Inactive        bool
 }
 
-// Upsert is one upsert request as the fake received it, for assertions such as "TaskSubtype
-// was never sent on update".
+// Upsert is one record of an upsert as the fake received it, for assertions such as
+// "TaskSubtype was never sent on update". For a record of a collection, Status is the
+// record's own outcome (201 created, 200 updated, 400 refused) and Collection is the index
+// of its request in Collections.
 type Upsert struct {
 	Field, Value string
 	Body         map[string]any
 	Status       int
 	Created      bool
+	Errors       []string // the error codes of a refused record
+	Collection   int      // -1 for the one-record upsert
+}
+
+// Collection is one sObject Collections upsert request as the fake received it.
+type Collection struct {
+	Field     string
+	Values    []string // the records' external ids, in request order
+	AllOrNone bool
+	Status    int // the HTTP status (200 even when records failed)
 }
 
 // Fake is a running fake Salesforce org.
@@ -121,8 +163,11 @@ type Fake struct {
 	refresh   map[string]*family
 	codes     map[string]*authCode
 	faults    []Fault
+	recFaults map[string][]Fault // external id value -> per-record faults to answer
 	counts    map[string]int
 	upserts   []Upsert
+	colls     []Collection
+	extFields map[string]bool // External ID field -> unique
 	apiUsed   int
 	lastAPIAt time.Time
 }
@@ -147,7 +192,8 @@ func New(tb testing.TB, opts Options) *Fake {
 	f := &Fake{
 		users: map[string]*record{}, contacts: map[string]*record{}, leads: map[string]*record{},
 		tasks: map[string]*record{}, deleted: map[string]bool{}, sessions: map[string]string{}, refresh: map[string]*family{},
-		codes: map[string]*authCode{}, counts: map[string]int{},
+		codes: map[string]*authCode{}, counts: map[string]int{}, recFaults: map[string][]Fault{},
+		extFields: map[string]bool{},
 	}
 	if opts.ClientID == "" {
 		opts.ClientID = "fake-client-id"
@@ -155,8 +201,17 @@ func New(tb testing.TB, opts Options) *Fake {
 	if opts.ClientSecret == "" {
 		opts.ClientSecret = "fake-client-secret"
 	}
-	if len(opts.ExternalIDFields) == 0 {
-		opts.ExternalIDFields = []string{"MiiTel_Call_Id__c"}
+	if len(opts.ExternalIDFields) == 0 && !opts.NoExternalIDFields {
+		opts.ExternalIDFields = []string{"MiiTel_Detail_Id__c"}
+	}
+	for _, n := range opts.ExternalIDFields {
+		f.extFields[n] = true
+	}
+	for _, n := range opts.NonUniqueExternalIDFields {
+		f.extFields[n] = false
+	}
+	if opts.Access == nil {
+		opts.Access = DefaultAccess()
 	}
 	if opts.APILimit == 0 {
 		opts.APILimit = 100000
@@ -328,6 +383,48 @@ func (f *Fake) Upserts() []Upsert {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.upserts)
+}
+
+// Collections returns every sObject Collections upsert request received, in order.
+func (f *Fake) Collections() []Collection {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := slices.Clone(f.colls)
+	for i := range out {
+		out[i].Values = slices.Clone(out[i].Values)
+	}
+	return out
+}
+
+// AddExternalIDField creates a text field on Task marked External ID (and Unique when
+// unique), as an admin does in Setup: upserts by it work from the next request on.
+func (f *Fake) AddExternalIDField(name string, unique bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.extFields[name] = unique
+}
+
+// FailRecord makes the next n upserts of the record with this external id value fail with
+// the fault: in a collection, that record alone gets the error (fault.Code and Message in
+// its errors[]; fault.Status is not used), the others are processed; a one-record upsert
+// answers the fault as a whole. For example an org's validation rule refusing one call:
+// FailRecord(id, 1, Fault{Code: "FIELD_CUSTOM_VALIDATION_EXCEPTION", Message: "..."}).
+func (f *Fake) FailRecord(value string, n int, fault Fault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.recFaults[value] = append(f.recFaults[value], fault)
+	}
+}
+
+// takeRecordFault returns the next fault for value, if any. The caller holds mu.
+func (f *Fake) takeRecordFault(value string) (Fault, bool) {
+	q := f.recFaults[value]
+	if len(q) == 0 {
+		return Fault{}, false
+	}
+	f.recFaults[value] = q[1:]
+	return q[0], true
 }
 
 // Count returns how many requests of a kind (Op*) the fake received.

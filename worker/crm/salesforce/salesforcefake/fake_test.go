@@ -91,7 +91,7 @@ func call(t *testing.T, f *salesforcefake.Fake, tok, method, path, body string) 
 	return r
 }
 
-const upsertPath = "/services/data/v62.0/sobjects/Task/MiiTel_Call_Id__c/"
+const upsertPath = "/services/data/v62.0/sobjects/Task/MiiTel_Detail_Id__c/"
 
 func TestStrictREST(t *testing.T) {
 	f := salesforcefake.New(t, salesforcefake.Options{})
@@ -121,7 +121,7 @@ func TestStrictREST(t *testing.T) {
 		{"TaskSubtype on update", tok, "PATCH", upsertPath + "existing", `{"TaskSubtype":"Call"}`, 400, "INVALID_FIELD_FOR_INSERT_UPDATE"},
 		{"update without TaskSubtype", tok, "PATCH", upsertPath + "existing", `{"Subject":"y"}`, 200, ""},
 		{"Id in body", tok, "PATCH", upsertPath + "6", `{"Id":"00T000000000001AAA"}`, 400, "INVALID_FIELD_FOR_INSERT_UPDATE"},
-		{"external id in body", tok, "PATCH", upsertPath + "7", `{"MiiTel_Call_Id__c":"7"}`, 400, "INVALID_FIELD"},
+		{"external id in body", tok, "PATCH", upsertPath + "7", `{"MiiTel_Detail_Id__c":"7"}`, 400, "INVALID_FIELD"},
 		{"CallType bad", tok, "PATCH", upsertPath + "8", `{"CallType":"outbound"}`, 400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"},
 		{"CallType ok", tok, "PATCH", upsertPath + "8b", `{"CallType":"Internal"}`, 201, ""},
 		{"duration fractional", tok, "PATCH", upsertPath + "9", `{"CallDurationInSeconds":12.5}`, 400, "JSON_PARSER_ERROR"},
