@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -33,10 +34,10 @@ type LookupCache struct {
 // NewLookupCache returns the cache of a connection; ttl defaults to 24h and missTTL to 5m.
 func NewLookupCache(rdb redis.UniversalClient, connection string, ttl, missTTL time.Duration, m *Metrics) *LookupCache {
 	if ttl <= 0 {
-		ttl = 24 * time.Hour
+		ttl = config.LookupTTL
 	}
 	if missTTL <= 0 {
-		missTTL = 5 * time.Minute
+		missTTL = config.MissTTL
 	}
 	return &LookupCache{rdb: rdb, conn: connection, ttl: ttl, missTTL: missTTL, m: orNop(m)}
 }

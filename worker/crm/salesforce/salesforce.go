@@ -49,10 +49,10 @@ import (
 
 // DefaultAPIVersion is the REST API version used when the config names none. 46.0 or later
 // is needed for the upsert's "created" flag on updates.
-const DefaultAPIVersion = "v62.0"
+const DefaultAPIVersion = config.SalesforceAPIVersion
 
 // DefaultRequestLimitWait is how long tasks wait after 403 REQUEST_LIMIT_EXCEEDED.
-const DefaultRequestLimitWait = 15 * time.Minute
+const DefaultRequestLimitWait = config.SalesforceRequestLimitWait
 
 // RecordKeyWait is how long calls wait while the org lacks the record key field: each
 // attempt after it is the probe that finds the field created.
@@ -68,7 +68,7 @@ const collectionsSince = 46
 // DefaultDailyRequests is the request budget per 24 hours when the config sets none: the
 // allowance of the smallest Enterprise Edition org (100,000 a day). Orgs with more licences
 // have more; set rate_limit to your org's figure (Setup > Company Information).
-const DefaultDailyRequests = 100_000
+const DefaultDailyRequests = config.SalesforceDailyRequests
 
 // Contact and owner policies (mappers.ContactLookup).
 const (
