@@ -54,6 +54,20 @@ func Default() *Config {
 			PollInterval:    5 * time.Second,
 			MetricsListen:   ":9090",
 		},
+		Ops: Ops{Listen: ":9090"},
+		Status: Status{
+			Retention:  30 * 24 * time.Hour,
+			MaxRecords: 200_000,
+			TimeZone:   "Asia/Tokyo",
+		},
+		// A dead entry is its compressed event (a few KB with transcript) plus about 1 KB of
+		// metadata and Redis overhead: 256 MiB holds some 60,000 typical dead calls, and a
+		// year-and-a-month keeps last year's month-end questions answerable.
+		DeadLetter: DeadLetter{
+			Retention:  400 * 24 * time.Hour,
+			MaxEntries: 100_000,
+			MaxBytes:   256 << 20,
+		},
 	}
 }
 
@@ -65,10 +79,14 @@ func defaultRoute() Route {
 // Role says which secrets a process needs: the receiver checks webhook credentials, the
 // worker talks to the CRMs, both reach Redis. A process resolves only its role's secrets, so
 // the internet-facing receiver can run without CRM credentials in its environment.
-type Role struct{ Receiver, Worker bool }
+type Role struct {
+	Receiver, Worker bool
+	// Admin serves the admin API (the ops listener): it resolves admin credentials.
+	Admin bool
+}
 
-// RoleAll is a process that is both (serve, and the admin commands that check a file).
-var RoleAll = Role{Receiver: true, Worker: true}
+// RoleAll is a process that is all of them (serve, and the admin commands that check a file).
+var RoleAll = Role{Receiver: true, Worker: true, Admin: true}
 
 // Load builds the configuration for a process that is both receiver and worker: see LoadFor.
 func Load(path string, getenv func(string) string) (*Config, error) {

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	_ "time/tzdata" // status.time_zone must resolve in a distroless image without zoneinfo
 )
 
 var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -39,6 +40,18 @@ func (c *Config) resolveSecrets(getenv func(string) string, role Role, errs *Err
 				resolve(fmt.Sprintf("%s.payload[%d].value", p, j), &a.Payload[j].Value)
 			}
 		}
+	}
+	if role.Admin {
+		for i := range c.Admin.Tokens {
+			resolve(fmt.Sprintf("admin.tokens[%d].token", i), &c.Admin.Tokens[i].Token)
+		}
+		for i := range c.Admin.Basic {
+			resolve(fmt.Sprintf("admin.basic[%d].password", i), &c.Admin.Basic[i].Password)
+		}
+	}
+	// Every process that writes or reads call status hashes phone numbers the same way.
+	if role.Receiver || role.Worker || role.Admin {
+		resolve("status.phone_search.secret", &c.Status.PhoneSearch.Secret)
 	}
 	if role.Worker {
 		for i := range c.Connections {
@@ -99,6 +112,53 @@ func (c *Config) validate(errs *ErrorList) {
 	}
 	c.validateConnections(errs)
 	c.validateRoutes(errs)
+	c.validateOps(errs)
+}
+
+// validateOps checks the ops listener, the admin credentials, call status and the dead letter.
+func (c *Config) validateOps(errs *ErrorList) {
+	if _, _, err := net.SplitHostPort(c.Ops.Listen); err != nil {
+		errs.add("ops.listen: %q is not host:port: %v", c.Ops.Listen, err)
+	}
+	roles := func(p, role string) {
+		if role != RoleReadOnly && role != RoleReadWrite {
+			errs.add("%s.role: %q is not read_only or read_write", p, role)
+		}
+	}
+	for i, t := range c.Admin.Tokens {
+		p := fmt.Sprintf("admin.tokens[%d]", i)
+		if !t.Token.Set() {
+			errs.add("%s.token: required ({env: NAME} or {file: PATH})", p)
+		}
+		roles(p, t.Role)
+	}
+	for i, b := range c.Admin.Basic {
+		p := fmt.Sprintf("admin.basic[%d]", i)
+		if b.Username == "" || strings.Contains(b.Username, ":") {
+			errs.add("%s.username: must be non-empty and contain no ':'", p)
+		}
+		if !b.Password.Set() {
+			errs.add("%s.password: required ({env: NAME} or {file: PATH})", p)
+		}
+		roles(p, b.Role)
+	}
+	positive(errs, "status.retention", c.Status.Retention)
+	if c.Status.MaxRecords < 1 {
+		errs.add("status.max_records: must be at least 1")
+	}
+	if _, err := time.LoadLocation(c.Status.TimeZone); err != nil || c.Status.TimeZone == "" {
+		errs.add("status.time_zone: %q is not a time zone (e.g. Asia/Tokyo, UTC)", c.Status.TimeZone)
+	}
+	if c.Status.PhoneSearch.Enabled && !c.Status.PhoneSearch.Secret.Set() {
+		errs.add("status.phone_search.secret: required when phone_search is enabled (the key of the stored number hashes)")
+	}
+	positive(errs, "dead_letter.retention", c.DeadLetter.Retention)
+	if c.DeadLetter.MaxEntries < 1 {
+		errs.add("dead_letter.max_entries: must be at least 1")
+	}
+	if c.DeadLetter.MaxBytes < 1<<20 {
+		errs.add("dead_letter.max_bytes: %d is too small (at least 1048576, one MiB)", c.DeadLetter.MaxBytes)
+	}
 }
 
 func (c *Config) validateServer(errs *ErrorList) {
@@ -209,6 +269,9 @@ func (c *Config) validateConnections(errs *ErrorList) {
 			errs.add("%s.batch.max_size: must not be negative", p)
 		case maxBatch > 0 && cn.Batch.MaxSize > maxBatch:
 			errs.add("%s.batch.max_size: %d is over %s's limit of %d per request", p, cn.Batch.MaxSize, cn.Type, maxBatch)
+		}
+		if cn.RecordURL != "" && !strings.Contains(cn.RecordURL, "{id}") {
+			errs.add("%s.record_url: %q must contain {id}, the CRM record id", p, cn.RecordURL)
 		}
 		if cn.Batch.Linger < 0 || cn.Batch.Linger > 30*time.Second {
 			errs.add("%s.batch.linger: %s is outside 0s..30s (calls wait this long for a batch)", p, cn.Batch.Linger)
