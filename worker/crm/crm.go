@@ -31,6 +31,10 @@ type Result struct {
 	Created   bool   `json:"created"`              // true when this call created it
 	ContactID string `json:"contact_id,omitempty"` // the associated contact/lead, if any
 	OwnerID   string `json:"owner_id,omitempty"`   // the owner set, if any
+	// URL links to the activity in the CRM's UI (connections[].record_url filled with what
+	// the connector knows: HubSpot's portal id, Salesforce's instance URL); "" if unknown.
+	// Call status shows it.
+	URL string `json:"url,omitempty"`
 }
 
 // Class is what a failure means for the retry policy.
