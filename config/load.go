@@ -55,9 +55,11 @@ func Default() *Config {
 			MetricsListen:   ":9090",
 		},
 		Ops: Ops{Listen: ":9090"},
+		// A call's status is 1-3 KB in Redis (record and indexes, measured in callstatus's
+		// TestRecordFootprint): 100,000 records stay under some 300 MB.
 		Status: Status{
 			Retention:  30 * 24 * time.Hour,
-			MaxRecords: 200_000,
+			MaxRecords: 100_000,
 			TimeZone:   "Asia/Tokyo",
 		},
 		// A dead entry is its compressed event (a few KB with transcript) plus about 1 KB of
