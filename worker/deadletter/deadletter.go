@@ -36,6 +36,7 @@ import (
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redact"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
@@ -463,4 +464,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if n, err := c.s.Bytes(ctx); err == nil {
 		ch <- prometheus.MustNewConstMetric(c.s.nbytes, prometheus.GaugeValue, float64(n), c.queue)
 	}
+}
+
+// Classify describes err as the dead letter and call status show it: a worker/crm.Error's
+// class, code and HTTP status; asynq.SkipRetry is permanent; anything else transient (the
+// retry policy's reading, crm.ClassOf).
+func Classify(err error) Error {
+	if err == nil {
+		return Error{}
+	}
+	e := Error{Class: crm.ClassOf(err).String(), Message: err.Error()}
+	var ce *crm.Error
+	if errors.As(err, &ce) {
+		e.Code, e.Status = ce.Code, ce.Status
+	}
+	return e
 }
