@@ -15,7 +15,8 @@
 // like asynq's keys. It lives status.retention after its last change, and the store keeps at
 // most status.max_records, the oldest calls going first. Phone numbers are stored masked;
 // with status.phone_search enabled, an HMAC of each E.164 number (keyed with the configured
-// secret) indexes the call, never the number.
+// secret) indexes the call, never the number. Lists are ordered and bounded by when a call
+// first reached us.
 package callstatus
 
 import (

@@ -3,7 +3,7 @@
 -- inside another script of that queue (the receiver's enqueue) on Redis Cluster.
 --   r:<route>:<detail>  STRING one record, JSON, every value a string (cjson would print
 --                       large numbers in exponent form)
---   idx                 ZSET   member route:detail, score = the call's start (ms)
+--   idx                 ZSET   member route:detail, score = when it first reached us (ms)
 --   id:<call id>        SET    the members of a call (a call has several details)
 --   rep:<sha of e-mail> ZSET   the members of a rep's calls, score as idx
 --   ph:<hmac of number> SET    the members of a phone number (phone_search only)
@@ -54,8 +54,11 @@ end
 -- (the oldest calls first) and its index to the retention.
 local function mcs_status_store(p, a, r)
   local key = p .. 'r:' .. a.m
+  -- Lists are by when a call first reached us: retention then ages index and records alike,
+  -- and a backfilled old call is listed with what came in today.
+  if r.seen == nil then r.seen = a.at or a.now end
   redis.call('SET', key, cjson.encode(r), 'PX', a.ttl)
-  local score = r.call_at or a.now
+  local score = r.seen
   redis.call('ZADD', p .. 'idx', score, a.m)
   if r.call and r.call ~= '' then
     redis.call('SADD', p .. 'id:' .. r.call, a.m)

@@ -341,7 +341,8 @@ func TestPhoneSearch(t *testing.T) {
 			c.PhoneSearch = config.PhoneSearch{Enabled: true, Secret: config.FromValue("k3y")}
 		})
 		for i := 7; i <= 8; i++ {
-			if err := s.Received(ctx, call("sales", i, "sato@example.co.jp", t0.Add(time.Duration(i)*time.Minute)), false, t0); err != nil {
+			at := t0.Add(time.Duration(i) * time.Minute)
+			if err := s.Received(ctx, call("sales", i, "sato@example.co.jp", at), false, at); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -387,7 +388,8 @@ func TestMaxRecords(t *testing.T) {
 	ctx := context.Background()
 	s, _, rdb := newStore(t, nil, func(c *config.Status) { c.MaxRecords = 3 })
 	for i := range 5 {
-		if err := s.Received(ctx, call("sales", i, "a@b", t0.Add(time.Duration(i)*time.Minute)), false, t0); err != nil {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		if err := s.Received(ctx, call("sales", i, "a@b", at), false, at); err != nil {
 			t.Fatal(err)
 		}
 	}

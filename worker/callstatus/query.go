@@ -22,17 +22,19 @@ import (
 // Status is what happened to one call detail. Phone numbers are masked; nothing of the
 // transcript is kept.
 type Status struct {
-	Route     string      `json:"route"`
-	DetailID  string      `json:"detail_id"`
-	CallID    string      `json:"call_id"`
-	CallAt    time.Time   `json:"call_at,omitzero"`
-	CallType  string      `json:"call_type,omitempty"`
-	Direction string      `json:"direction,omitempty"`
-	Kind      miitel.Kind `json:"kind,omitempty"`
-	Rep       string      `json:"rep,omitempty"`
-	From      string      `json:"from,omitempty"`
-	To        string      `json:"to,omitempty"`
-	Customer  string      `json:"customer,omitempty"`
+	Route    string    `json:"route"`
+	DetailID string    `json:"detail_id"`
+	CallID   string    `json:"call_id"`
+	CallAt   time.Time `json:"call_at,omitzero"`
+	// FirstReceivedAt is when the call first reached us: what since and until select by.
+	FirstReceivedAt time.Time   `json:"first_received_at,omitzero"`
+	CallType        string      `json:"call_type,omitempty"`
+	Direction       string      `json:"direction,omitempty"`
+	Kind            miitel.Kind `json:"kind,omitempty"`
+	Rep             string      `json:"rep,omitempty"`
+	From            string      `json:"from,omitempty"`
+	To              string      `json:"to,omitempty"`
+	Customer        string      `json:"customer,omitempty"`
 
 	// State is that of the detail's latest event; Attempts that event's attempts.
 	State         State      `json:"state"`
@@ -83,6 +85,7 @@ type CRMRecord struct {
 // stored is a record as the Lua side writes it.
 type stored struct {
 	facts
+	Seen    string                 `json:"seen"`
 	Ev      map[string]storedEvent `json:"ev"`
 	NDrop   string                 `json:"ndrop"`
 	State   string                 `json:"state"`
@@ -128,7 +131,7 @@ func decode(b []byte) (*Status, error) {
 		return nil, fmt.Errorf("callstatus: decode record: %w", err)
 	}
 	st := &Status{
-		Route: r.Route, DetailID: r.Detail, CallID: r.Call, CallAt: msTime(r.CallAt), CallType: r.Type,
+		Route: r.Route, DetailID: r.Detail, CallID: r.Call, CallAt: msTime(r.CallAt), FirstReceivedAt: msTime(r.Seen), CallType: r.Type,
 		Direction: r.Dir, Kind: miitel.Kind(r.Kind), Rep: r.Rep, From: r.From, To: r.To, Customer: r.Cust,
 		State: State(r.State), StateAt: msTime(r.StateAt), Attempts: num(r.Attempt), NextAttemptAt: msPtr(r.NextAt),
 		EventsDropped: num(r.NDrop), SkipReason: r.Skip, Events: []Event{},
@@ -258,7 +261,9 @@ func (s *Store) mget(ctx context.Context, keys []string) ([][]byte, error) {
 // flags): "which of my calls today failed" is {Since: "09:00", Rep: "sato@example.co.jp",
 // State: "dead"}.
 type Query struct {
-	Since string `json:"since,omitempty"` // see timespec.Parse; the call's start
+	// Since and Until bound when calls first reached us (see timespec.Parse): for a live
+	// call minutes after it ended, for a backfilled one when it was backfilled.
+	Since string `json:"since,omitempty"`
 	Until string `json:"until,omitempty"`
 	Route string `json:"route,omitempty"`
 	Rep   string `json:"rep,omitempty"`   // the rep's MiiTel login e-mail, any case
@@ -324,7 +329,7 @@ func (s *Store) List(ctx context.Context, q Query) ([]Status, error) {
 			case q.Route != "" && st.Route != q.Route,
 				rep != "" && st.Rep != rep,
 				state != "" && st.State != state,
-				!r.Contains(st.CallAt):
+				!r.Contains(st.FirstReceivedAt):
 				continue
 			}
 			out = append(out, st)
@@ -334,7 +339,9 @@ func (s *Store) List(ctx context.Context, q Query) ([]Status, error) {
 		}
 	}
 	if q.Phone != "" { // candidates of a phone are a set, unordered
-		slices.SortFunc(out, func(a, b Status) int { return b.CallAt.Compare(a.CallAt) })
+		slices.SortFunc(out, func(a, b Status) int {
+			return cmp.Or(b.FirstReceivedAt.Compare(a.FirstReceivedAt), strings.Compare(a.Route+":"+a.DetailID, b.Route+":"+b.DetailID))
+		})
 	}
 	return out, nil
 }
