@@ -280,7 +280,7 @@ func QueryFromValues(v url.Values) (Query, error) {
 	if l := v.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 0 {
-			return Query{}, fmt.Errorf("callstatus: limit %q is not a non-negative number", l)
+			return Query{}, queryErrorf("callstatus: limit %q is not a non-negative number", l)
 		}
 		q.Limit = n
 	}
@@ -293,25 +293,35 @@ const (
 	MaxLimit     = 1000
 )
 
-// ErrPhoneSearchOff is returned for a phone query while status.phone_search is off.
+// ErrPhoneSearchOff is returned (as a QueryError) for a phone query while
+// status.phone_search is off.
 var ErrPhoneSearchOff = errors.New("callstatus: phone numbers are not a search key: an admin turns on status.phone_search")
+
+// QueryError is a query the operator must fix (a bad time, state, limit or phone number), as
+// opposed to Redis failing.
+type QueryError struct{ Err error }
+
+func (e *QueryError) Error() string { return e.Err.Error() }
+func (e *QueryError) Unwrap() error { return e.Err }
+
+func queryErrorf(format string, a ...any) error { return &QueryError{fmt.Errorf(format, a...)} }
 
 // List returns the records a query selects, the latest call first.
 func (s *Store) List(ctx context.Context, q Query) ([]Status, error) {
 	r, err := timespec.ParseRange(q.Since, q.Until, s.now(), s.loc)
 	if err != nil {
-		return nil, fmt.Errorf("callstatus: %w", err)
+		return nil, queryErrorf("callstatus: %w", err)
 	}
 	state := State(strings.ToLower(strings.TrimSpace(q.State)))
 	if state != "" && !slices.Contains(States, state) {
-		return nil, fmt.Errorf("callstatus: state %q is not one of pending, active, retry, parked, dead, done, skipped", q.State)
+		return nil, queryErrorf("callstatus: state %q is not one of pending, active, retry, parked, dead, done, skipped", q.State)
 	}
 	limit := q.Limit
 	switch {
 	case limit == 0:
 		limit = DefaultLimit
 	case limit > MaxLimit:
-		return nil, fmt.Errorf("callstatus: limit %d is over %d", limit, MaxLimit)
+		return nil, queryErrorf("callstatus: limit %d is over %d", limit, MaxLimit)
 	}
 	rep := strings.ToLower(strings.TrimSpace(q.Rep))
 	members, err := s.candidates(ctx, r, rep, q.Phone)
@@ -351,11 +361,11 @@ func (s *Store) List(ctx context.Context, q Query) ([]Status, error) {
 func (s *Store) candidates(ctx context.Context, r timespec.Range, rep, phone string) ([]string, error) {
 	if phone != "" {
 		if s.phoneKey == nil {
-			return nil, ErrPhoneSearchOff
+			return nil, &QueryError{ErrPhoneSearchOff}
 		}
 		h := s.phoneHash(phone)
 		if h == "" {
-			return nil, fmt.Errorf("callstatus: %q is not a phone number", phone)
+			return nil, queryErrorf("callstatus: %q is not a phone number", phone)
 		}
 		ms, err := s.rdb.SMembers(ctx, s.prefix+"ph:"+h).Result()
 		if err != nil {
