@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,16 +15,53 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Ops serves a worker-only process's /healthz (process up), /readyz (Redis reachable) and
-// /metrics, for the kubelet's probes and Prometheus.
+// Ops is the ops listener: /healthz (process up), /readyz (Redis reachable) and /metrics for
+// the kubelet's probes and Prometheus, and, when given, the admin API (/admin/...) and pprof
+// (/debug/pprof/), apart from the webhook port.
 type Ops struct {
 	srv     *http.Server
 	timeout time.Duration
 	log     *slog.Logger
 }
 
-// NewOps builds the ops server on addr.
+// OpsOptions is what NewOpsWith needs.
+type OpsOptions struct {
+	Addr            string
+	Redis           redis.UniversalClient
+	Gatherer        prometheus.Gatherer
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	// Admin serves /admin/ and checks the credentials MetricsAuth and Pprof ask for
+	// (*admin.Handler); nil serves no admin API.
+	Admin AdminAPI
+	// MetricsAuth asks for an admin credential, either role, on /metrics (ops.metrics_auth).
+	MetricsAuth bool
+	// Pprof serves /debug/pprof/ to read_write admin credentials (ops.pprof).
+	Pprof bool
+}
+
+// AdminAPI is the admin API as the ops listener uses it (worker/admin.Handler): its routes,
+// and its credential checks for what the listener serves beside it.
+type AdminAPI interface {
+	http.Handler
+	// RequireAny lets through a request with an admin credential of either role.
+	RequireAny(next http.Handler) http.Handler
+	// RequireReadWrite lets through a request with a read_write admin credential.
+	RequireReadWrite(next http.Handler) http.Handler
+}
+
+// NewOps builds a worker-only process's ops server on addr: probes and metrics only.
 func NewOps(addr string, rdb redis.UniversalClient, g prometheus.Gatherer, shutdownTimeout time.Duration, log *slog.Logger) *Ops {
+	o, _ := NewOpsWith(OpsOptions{Addr: addr, Redis: rdb, Gatherer: g, ShutdownTimeout: shutdownTimeout, Logger: log})
+	return o
+}
+
+// NewOpsWith builds the ops server: probes, metrics, and what o adds.
+func NewOpsWith(o OpsOptions) (*Ops, error) {
+	if (o.MetricsAuth || o.Pprof) && o.Admin == nil {
+		return nil, errors.New("worker: ops: metrics_auth and pprof need the admin API (its credentials)")
+	}
+	rdb := o.Redis
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -40,12 +78,33 @@ func NewOps(addr string, rdb redis.UniversalClient, g prometheus.Gatherer, shutd
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	return &Ops{
-		srv:     &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second},
-		timeout: shutdownTimeout,
-		log:     log,
+	var metrics http.Handler = promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
+	if o.MetricsAuth {
+		metrics = o.Admin.RequireAny(metrics)
 	}
+	mux.Handle("GET /metrics", metrics)
+	if o.Admin != nil {
+		mux.Handle("/admin/", o.Admin)
+	}
+	if o.Pprof {
+		// Profiles expose memory contents and cost CPU: read_write admins only.
+		pp := http.NewServeMux()
+		pp.HandleFunc("/debug/pprof/", pprof.Index)
+		pp.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pp.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pp.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", o.Admin.RequireReadWrite(pp))
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Ops{
+		srv:     &http.Server{Addr: o.Addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		timeout: o.ShutdownTimeout,
+		log:     log,
+	}, nil
 }
 
 // Handler is the ops mux (tests serve it with httptest).

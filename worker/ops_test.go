@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/admin"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
 )
 
@@ -73,5 +75,55 @@ func TestOpsRunReportsABusyAddress(t *testing.T) {
 	o := NewOps(taken.Listener.Addr().String(), redistest.Start(t).Client(), prometheus.NewRegistry(), time.Second, slog.New(slog.DiscardHandler))
 	if err := o.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "worker: ops") {
 		t.Errorf("Run on a busy address = %v, want a worker: ops error", err)
+	}
+}
+
+// The ops listener composes probes, metrics, the admin API and pprof: /metrics and pprof
+// behind the admin credentials when asked, the probes always open for the kubelet.
+func TestOpsWithAdmin(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "mcs_test_total", Help: "t"}))
+	adm, err := admin.New(admin.Options{Auth: config.Admin{Tokens: []config.AdminToken{
+		{Token: config.FromValue("ro"), Role: config.RoleReadOnly}, {Token: config.FromValue("rw"), Role: config.RoleReadWrite}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOpsWith(OpsOptions{Addr: "127.0.0.1:0", Redis: srv.Client(), Gatherer: reg, ShutdownTimeout: time.Second,
+		Admin: adm, MetricsAuth: true, Pprof: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(o.Handler())
+	defer hs.Close()
+	for _, tt := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/healthz", "", 200},
+		{"/readyz", "", 200},
+		{"/metrics", "", 401},
+		{"/metrics", "ro", 200},
+		{"/admin/deadletter", "", 401},
+		{"/admin/deadletter", "ro", 503}, // authenticated; no dead letter configured in this test
+		{"/debug/pprof/", "ro", 403},
+		{"/debug/pprof/", "rw", 200},
+	} {
+		req, _ := http.NewRequest("GET", hs.URL+tt.path, nil)
+		if tt.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.want {
+			t.Errorf("GET %s (token %q) = %d, want %d", tt.path, tt.token, res.StatusCode, tt.want)
+		}
+	}
+	if _, err := NewOpsWith(OpsOptions{Addr: ":0", Redis: srv.Client(), Gatherer: reg, Pprof: true}); err == nil {
+		t.Error("pprof without admin credentials must be refused")
 	}
 }

@@ -166,8 +166,14 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, need Role) (
 	return role, true
 }
 
-// Require wraps next so it needs an admin credential of at least role: the ops listener
-// puts /metrics (ops.metrics_auth) and pprof behind it.
+// RequireAny wraps next so it needs an admin credential of either role (the ops listener's
+// /metrics with ops.metrics_auth).
+func (h *Handler) RequireAny(next http.Handler) http.Handler { return h.Require(ReadOnly, next) }
+
+// RequireReadWrite wraps next so it needs a read_write admin credential (pprof).
+func (h *Handler) RequireReadWrite(next http.Handler) http.Handler { return h.Require(ReadWrite, next) }
+
+// Require wraps next so it needs an admin credential of at least role.
 func (h *Handler) Require(role Role, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := h.authorize(w, r, role); ok {
