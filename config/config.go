@@ -316,6 +316,7 @@ type PhoneSearch struct {
 type DeadLetter struct {
 	Retention  time.Duration `yaml:"retention" json:"retention"`
 	MaxEntries int           `yaml:"max_entries" json:"max_entries"`
-	// MaxBytes caps the stored size (compressed events and metadata); the oldest go first.
+	// MaxBytes caps the size (compressed events, metadata and Redis's overhead per entry,
+	// close to the memory it takes); the oldest go first.
 	MaxBytes int64 `yaml:"max_bytes" json:"max_bytes"`
 }

@@ -62,13 +62,14 @@ func Default() *Config {
 			MaxRecords: 100_000,
 			TimeZone:   "Asia/Tokyo",
 		},
-		// A dead entry is its compressed event (a few KB with transcript) plus about 1 KB of
-		// metadata and Redis overhead: 256 MiB holds some 60,000 typical dead calls, and a
-		// year-and-a-month keeps last year's month-end questions answerable.
+		// A dead entry takes 2-3 KB of Redis (its compressed event, metadata and Redis's
+		// overhead, measured with MEMORY USAGE): 50,000 of them stay under 150 MB, and 128 MiB
+		// caps entries with long transcripts. A year and a month keeps last year's month-end
+		// questions answerable.
 		DeadLetter: DeadLetter{
 			Retention:  400 * 24 * time.Hour,
-			MaxEntries: 100_000,
-			MaxBytes:   256 << 20,
+			MaxEntries: 50_000,
+			MaxBytes:   128 << 20,
 		},
 	}
 }
