@@ -37,7 +37,7 @@ func (c *clock) add(d time.Duration) {
 
 var t0 = time.Date(2026, 4, 1, 0, 30, 0, 0, time.UTC) // 09:30 in Tokyo
 
-func newStore(t *testing.T, rdb redis.UniversalClient, mod func(*config.Status)) (*Store, *clock, redis.UniversalClient) {
+func newStore(t testing.TB, rdb redis.UniversalClient, mod func(*config.Status)) (*Store, *clock, redis.UniversalClient) {
 	t.Helper()
 	if rdb == nil {
 		rdb = redistest.Start(t).Client()
@@ -445,5 +445,39 @@ func TestRecordFootprint(t *testing.T) {
 		rec, len(raw), idSet, total)
 	if rec == 0 || rec > 4096 {
 		t.Errorf("record uses %d bytes, want 1..4096", rec)
+	}
+}
+
+// Every key of the call status shares the queue's hash tag, so its scripts, which touch
+// index keys they compute, run on Redis Cluster.
+func TestWorksOnRedisCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 6 redis-server processes; skipped with -short")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	cs := redistest.StartCluster(t, 3, 1)
+	s, _, _ := newStore(t, cs.Client(), func(c *config.Status) {
+		c.MaxRecords = 2
+		c.PhoneSearch = config.PhoneSearch{Enabled: true, Secret: config.FromValue("k")}
+	})
+	for i := range 3 {
+		ev := call("sales", i, "sato@example.co.jp", t0.Add(time.Duration(i)*time.Minute))
+		if err := s.Received(ctx, ev, false, t0.Add(time.Duration(i)*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Started(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := get1(t, s, "call-2"); st.State != Active {
+		t.Errorf("state on cluster = %s", st.State)
+	}
+	sts, err := s.List(ctx, Query{Rep: "sato@example.co.jp"})
+	if err != nil || len(sts) != 2 {
+		t.Errorf("list on cluster = %d, %v (want the 2 records max_records keeps)", len(sts), err)
+	}
+	if sts, err := s.List(ctx, Query{Phone: "090-1234-0002"}); err != nil || len(sts) != 1 {
+		t.Errorf("phone on cluster = %d, %v", len(sts), err)
 	}
 }
