@@ -61,21 +61,21 @@ const (
 // States lists every state, for validating queries.
 var States = []State{Pending, Active, Retry, Parked, Dead, Done, Skipped}
 
-// LuaLibrary defines the Lua functions that record status, for a script of the same queue to
-// call (the receiver's enqueue script):
+// LuaLibrary defines the Lua function that records an accepted event, for a script of the
+// same queue to call (the receiver's enqueue script), so the status costs no round trip:
 //
-//	mcs_status_received(prefix, arg)  -- an accepted event: queued or a duplicate
+//	mcs_status_received(prefix, arg, duplicate)  -- duplicate: a Lua boolean the script decided
 //
-// prefix and arg are the two values ReceiveArgs returns; pass them as ARGV. Every key the
-// functions touch is under prefix, which carries the queue's hash tag, so on Redis Cluster
-// they run in the slot of the queue's asynq keys. The functions are local: prepend the
-// library to the script's source.
+// prefix and arg are the two values ReceiveArgs returns; pass them in ARGV. Every key the
+// function touches is under prefix, which carries the queue's hash tag, so on Redis Cluster
+// it runs in the slot of the queue's asynq keys (the calling script declares those). The
+// function is local: prepend the library to the script's source.
 //
 //go:embed callstatus.lua
 var LuaLibrary string
 
 var (
-	receivedScript   = redis.NewScript(LuaLibrary + "\nreturn mcs_status_received(ARGV[1], ARGV[2])")
+	receivedScript   = redis.NewScript(LuaLibrary + "\nreturn mcs_status_received(ARGV[1], ARGV[2], ARGV[3] == '1')")
 	transitionScript = redis.NewScript(LuaLibrary + "\nreturn mcs_status_transition(ARGV[1], ARGV[2])")
 )
 
@@ -194,7 +194,6 @@ type arg struct {
 	K     string      `json:"k"`             // the event's dedupe key
 	At    string      `json:"at,omitempty"`  // when received (ms)
 	RAt   string      `json:"rat,omitempty"` // the event's received_at, for a worker noting it
-	Dup   string      `json:"dup,omitempty"` // "1" for a duplicate
 	T     *transition `json:"t,omitempty"`
 	RepK  string      `json:"repk,omitempty"`
 	Ph    []string    `json:"ph,omitempty"`
@@ -328,14 +327,10 @@ func (s *Store) encode(a arg) (string, error) {
 }
 
 // ReceiveArgs are the two ARGV values (prefix, argument) of mcs_status_received for one
-// event the receiver accepted at `at`: queued, or a duplicate of one already queued or
-// delivered.
-func (s *Store) ReceiveArgs(ev *miitel.Event, duplicate bool, at time.Time) ([]any, error) {
+// event the receiver accepted at `at`.
+func (s *Store) ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error) {
 	a := s.base(ev)
 	a.At = ms(at)
-	if duplicate {
-		a.Dup = "1"
-	}
 	j, err := s.encode(a)
 	if err != nil {
 		return nil, err
@@ -343,14 +338,19 @@ func (s *Store) ReceiveArgs(ev *miitel.Event, duplicate bool, at time.Time) ([]a
 	return []any{s.prefix, j}, nil
 }
 
-// Received records an event the receiver accepted: what a receiver without its own script
-// calls (after the enqueue succeeded), and what mcs_status_received does inside one.
+// Received records an event the receiver accepted: queued, or a duplicate of one queued or
+// delivered. It is what a receiver without its own script calls after the enqueue, and
+// what mcs_status_received does inside one.
 func (s *Store) Received(ctx context.Context, ev *miitel.Event, duplicate bool, at time.Time) error {
-	args, err := s.ReceiveArgs(ev, duplicate, at)
+	args, err := s.ReceiveArgs(ev, at)
 	if err != nil {
 		return err
 	}
-	if err := receivedScript.Run(ctx, s.rdb, []string{s.prefix + "idx"}, args...).Err(); err != nil {
+	dup := "0"
+	if duplicate {
+		dup = "1"
+	}
+	if err := receivedScript.Run(ctx, s.rdb, []string{s.prefix + "idx"}, append(args, dup)...).Err(); err != nil {
 		return fmt.Errorf("callstatus: record received event: %w", err)
 	}
 	return nil

@@ -88,14 +88,15 @@ local function mcs_status_store(p, a, r)
 end
 
 -- mcs_status_received records one event the receiver accepted: queued (pending until a
--- worker takes it) or a duplicate (counted on the event it repeats).
-local function mcs_status_received(p, arg)
+-- worker takes it) or, with duplicate true, a duplicate (counted on the event it repeats).
+-- The receiver's script passes what it decided itself (ledger hit, TaskID conflict).
+local function mcs_status_received(p, arg, duplicate)
   local a = cjson.decode(arg)
   local r = mcs_status_load(p .. 'r:' .. a.m)
   mcs_status_facts(r, a.f)
   local e = mcs_status_event(r, a.k, a.f.kind, a.at, tonumber(a.maxev))
   if e then
-    if a.dup == '1' then
+    if duplicate then
       e.dups = tostring((tonumber(e.dups) or 0) + 1)
       e.dup_at = a.at
     else

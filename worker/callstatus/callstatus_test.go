@@ -220,16 +220,27 @@ func TestLuaLibraryInsideAnotherScript(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _, rdb := newStore(t, nil, nil)
+	// Like the receiver's script: the duplicate decision is made inside it (here, whether a
+	// ledger key exists), then the status is recorded in the same round trip.
 	enqueue := redis.NewScript(LuaLibrary + `
-redis.call('SET', KEYS[1], 'queued')
-return mcs_status_received(ARGV[1], ARGV[2]) + mcs_status_received(ARGV[3], ARGV[4])`)
+local n = 0
+for i = 1, #KEYS do
+  local dup = redis.call('EXISTS', KEYS[i]) == 1
+  if not dup then redis.call('SET', KEYS[i], 'queued') end
+  n = n + mcs_status_received(ARGV[2*i-1], ARGV[2*i], dup)
+end
+return n`)
 	evs := parse(t, "sales", "multi_detail.json", t0)
 	if len(evs) < 2 {
 		t.Fatalf("multi_detail has %d details", len(evs))
 	}
-	first, _ := s.ReceiveArgs(evs[0], false, t0)
-	second, _ := s.ReceiveArgs(evs[1], true, t0)
-	n, err := enqueue.Run(ctx, rdb, []string{"asynq:{miitel}:t:x"}, append(first, second...)...).Int()
+	if err := rdb.Set(ctx, "mcs:{miitel}:ledger:"+evs[1].DedupeKey, "analysis", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := s.ReceiveArgs(evs[0], t0)
+	second, _ := s.ReceiveArgs(evs[1], t0)
+	keys := []string{"mcs:{miitel}:ledger:" + evs[0].DedupeKey, "mcs:{miitel}:ledger:" + evs[1].DedupeKey}
+	n, err := enqueue.Run(ctx, rdb, keys, append(first, second...)...).Int()
 	if err != nil || n != 2 {
 		t.Fatalf("script = %d, %v", n, err)
 	}
