@@ -18,6 +18,10 @@ type Config struct {
 	Worker      Worker       `yaml:"worker" json:"worker"`
 	Routes      []Route      `yaml:"routes" json:"routes"`
 	Connections []Connection `yaml:"connections" json:"connections"`
+	Ops         Ops          `yaml:"ops" json:"ops"`
+	Admin       Admin        `yaml:"admin" json:"admin"`
+	Status      Status       `yaml:"status" json:"status"`
+	DeadLetter  DeadLetter   `yaml:"dead_letter" json:"dead_letter"`
 
 	// Source is the file the config was read from ("" for the embedded default).
 	Source string `yaml:"-" json:"source,omitempty"`
@@ -184,6 +188,12 @@ type Connection struct {
 	// Cache TTLs for contact and owner lookups; misses are cached for MissTTL.
 	LookupTTL time.Duration `yaml:"lookup_ttl" json:"lookup_ttl"`
 	MissTTL   time.Duration `yaml:"miss_ttl" json:"miss_ttl"`
+	// RecordURL is the link to a written activity that call status shows, a template with
+	// {id} (the CRM record id) and what the connector knows ({portal_id} for HubSpot,
+	// {instance_url} for Salesforce). Empty: the connector's default (HubSpot
+	// https://app.hubspot.com/contacts/{portal_id}/record/0-48/{id}, whose path HubSpot does not
+	// document; Salesforce {instance_url}/lightning/r/Task/{id}/view).
+	RecordURL string `yaml:"record_url" json:"record_url,omitempty"`
 	// Check configures the connection check (`miitel-crm-sync check`, and at worker start).
 	Check Check `yaml:"check" json:"check"`
 }
@@ -255,4 +265,72 @@ type Salesforce struct {
 	// RequestLimitWait is how long tasks wait after 403 REQUEST_LIMIT_EXCEEDED (the org's
 	// daily API allowance is used up); default 15m.
 	RequestLimitWait time.Duration `yaml:"request_limit_wait" json:"request_limit_wait,omitempty"`
+}
+
+// Ops is the operations listener: /metrics, /healthz, /readyz, the admin API and, when
+// enabled, pprof, apart from the webhook port.
+type Ops struct {
+	Listen string `yaml:"listen" json:"listen" env:"MCS_OPS_LISTEN"`
+	// MetricsAuth asks for an admin credential (either role) on /metrics.
+	MetricsAuth bool `yaml:"metrics_auth" json:"metrics_auth"`
+	// Pprof serves /debug/pprof/ to read-write admin credentials.
+	Pprof bool `yaml:"pprof" json:"pprof"`
+}
+
+// Admin lists the credentials of the admin API (/admin/...). A request passes with ANY one of
+// them, so a credential rotates like a route's: add the new one, switch, remove the old one.
+// None configured: the admin API answers 401 to everyone.
+type Admin struct {
+	Tokens []AdminToken `yaml:"tokens" json:"tokens"`
+	Basic  []AdminBasic `yaml:"basic" json:"basic"`
+}
+
+// Admin roles.
+const (
+	RoleReadOnly  = "read_only"  // status, dead letter and queue views
+	RoleReadWrite = "read_write" // also replay, backfill and queue actions
+)
+
+// AdminToken is one accepted bearer token and what it may do.
+type AdminToken struct {
+	Token Secret `yaml:"token" json:"token"`
+	Role  string `yaml:"role" json:"role"` // read_only | read_write
+}
+
+// AdminBasic is one accepted user/password pair for HTTP Basic and what it may do.
+type AdminBasic struct {
+	Username string `yaml:"username" json:"username"`
+	Password Secret `yaml:"password" json:"password"`
+	Role     string `yaml:"role" json:"role"` // read_only | read_write
+}
+
+// Status configures the per-call sync status: what happened to each call detail (events
+// received, task state, errors, the CRM record written), kept in Redis.
+type Status struct {
+	// Retention is how long a record is kept after its last change, and how far back list
+	// queries reach.
+	Retention time.Duration `yaml:"retention" json:"retention"`
+	// MaxRecords caps the records kept; the oldest calls go first.
+	MaxRecords int `yaml:"max_records" json:"max_records"`
+	// TimeZone reads clock times and dates in queries ("since 09:00", "2026-04-01").
+	TimeZone    string      `yaml:"time_zone" json:"time_zone"`
+	PhoneSearch PhoneSearch `yaml:"phone_search" json:"phone_search"`
+}
+
+// PhoneSearch makes phone numbers a status search key. Only an HMAC of the E.164 number is
+// stored, keyed with Secret, so Redis never holds a number that can be read back or found by
+// hashing every possible number.
+type PhoneSearch struct {
+	Enabled bool   `yaml:"enabled" json:"enabled"`
+	Secret  Secret `yaml:"secret" json:"secret"`
+}
+
+// DeadLetter configures our own record of every call that went dead (asynq's archive keeps
+// at most 10,000 tasks per queue for 90 days and drops the rest silently).
+type DeadLetter struct {
+	Retention  time.Duration `yaml:"retention" json:"retention"`
+	MaxEntries int           `yaml:"max_entries" json:"max_entries"`
+	// MaxBytes caps the size (compressed events, metadata and Redis's overhead per entry,
+	// close to the memory it takes); the oldest go first.
+	MaxBytes int64 `yaml:"max_bytes" json:"max_bytes"`
 }

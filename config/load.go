@@ -64,6 +64,23 @@ func Default() *Config {
 			MetricsListen:   ":9090",
 			CheckInterval:   5 * time.Minute,
 		},
+		Ops: Ops{Listen: ":9090"},
+		// A call's status is 1-3 KB in Redis (record and indexes, measured in callstatus's
+		// TestRecordFootprint): 100,000 records stay under some 300 MB.
+		Status: Status{
+			Retention:  30 * 24 * time.Hour,
+			MaxRecords: 100_000,
+			TimeZone:   "Asia/Tokyo",
+		},
+		// A dead entry takes 2-3 KB of Redis (its compressed event, metadata and Redis's
+		// overhead, measured with MEMORY USAGE): 50,000 of them stay under 150 MB, and 128 MiB
+		// caps entries with long transcripts. A year and a month keeps last year's month-end
+		// questions answerable.
+		DeadLetter: DeadLetter{
+			Retention:  400 * 24 * time.Hour,
+			MaxEntries: 50_000,
+			MaxBytes:   128 << 20,
+		},
 	}
 }
 
@@ -75,10 +92,14 @@ func defaultRoute() Route {
 // Role says which secrets a process needs: the receiver checks webhook credentials, the
 // worker talks to the CRMs, both reach Redis. A process resolves only its role's secrets, so
 // the internet-facing receiver can run without CRM credentials in its environment.
-type Role struct{ Receiver, Worker bool }
+type Role struct {
+	Receiver, Worker bool
+	// Admin serves the admin API (the ops listener): it resolves admin credentials.
+	Admin bool
+}
 
-// RoleAll is a process that is both (serve, and the admin commands that check a file).
-var RoleAll = Role{Receiver: true, Worker: true}
+// RoleAll is a process that is all of them (serve, and the admin commands that check a file).
+var RoleAll = Role{Receiver: true, Worker: true, Admin: true}
 
 // Load builds the configuration for a process that is both receiver and worker: see LoadFor.
 func Load(path string, getenv func(string) string) (*Config, error) {

@@ -215,7 +215,8 @@ func TestConfigLogsReadably(t *testing.T) {
 			t.Errorf("text log lacks %q:\n%s", want, text)
 		}
 	}
-	if n := strings.Count(text, "\n"); n != 8 { // log server redis queue worker routes[0] connections[0] source
+	// log server redis queue worker routes[0] connections[0] ops admin status dead_letter source
+	if n := strings.Count(text, "\n"); n != 12 {
 		t.Errorf("%d lines, want one per section:\n%s", n, text)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	_ "time/tzdata" // status.time_zone must resolve in a distroless image without zoneinfo
 )
 
 var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -56,6 +57,18 @@ func (c *Config) secrets(role Role, visit func(path string, s *Secret)) {
 				visit(fmt.Sprintf("%s.payload[%d].value", p, j), &a.Payload[j].Value)
 			}
 		}
+	}
+	if role.Admin {
+		for i := range c.Admin.Tokens {
+			visit(fmt.Sprintf("admin.tokens[%d].token", i), &c.Admin.Tokens[i].Token)
+		}
+		for i := range c.Admin.Basic {
+			visit(fmt.Sprintf("admin.basic[%d].password", i), &c.Admin.Basic[i].Password)
+		}
+	}
+	// Every process that writes or reads call status hashes phone numbers the same way.
+	if role.Receiver || role.Worker || role.Admin {
+		visit("status.phone_search.secret", &c.Status.PhoneSearch.Secret)
 	}
 	if role.Worker {
 		for i := range c.Connections {
@@ -129,6 +142,53 @@ func (c *Config) validate(errs *ErrorList) {
 	}
 	c.validateConnections(errs)
 	c.validateRoutes(errs)
+	c.validateOps(errs)
+}
+
+// validateOps checks the ops listener, the admin credentials, call status and the dead letter.
+func (c *Config) validateOps(errs *ErrorList) {
+	if _, _, err := net.SplitHostPort(c.Ops.Listen); err != nil {
+		errs.at("ops.listen", "%q is not host:port: %v", c.Ops.Listen, err)
+	}
+	roles := func(p, role string) {
+		if role != RoleReadOnly && role != RoleReadWrite {
+			errs.at(p+".role", "%q is not read_only or read_write", role)
+		}
+	}
+	for i, t := range c.Admin.Tokens {
+		p := fmt.Sprintf("admin.tokens[%d]", i)
+		if !t.Token.Set() {
+			errs.at(p+".token", "required ({env: NAME} or {file: PATH})")
+		}
+		roles(p, t.Role)
+	}
+	for i, b := range c.Admin.Basic {
+		p := fmt.Sprintf("admin.basic[%d]", i)
+		if b.Username == "" || strings.Contains(b.Username, ":") {
+			errs.at(p+".username", "must be non-empty and contain no ':'")
+		}
+		if !b.Password.Set() {
+			errs.at(p+".password", "required ({env: NAME} or {file: PATH})")
+		}
+		roles(p, b.Role)
+	}
+	positive(errs, "status.retention", c.Status.Retention)
+	if c.Status.MaxRecords < 1 {
+		errs.at("status.max_records", "must be at least 1")
+	}
+	if _, err := time.LoadLocation(c.Status.TimeZone); err != nil || c.Status.TimeZone == "" {
+		errs.at("status.time_zone", "%q is not a time zone (e.g. Asia/Tokyo, UTC)", c.Status.TimeZone)
+	}
+	if c.Status.PhoneSearch.Enabled && !c.Status.PhoneSearch.Secret.Set() {
+		errs.at("status.phone_search.secret", "required when phone_search is enabled (the key of the stored number hashes)")
+	}
+	positive(errs, "dead_letter.retention", c.DeadLetter.Retention)
+	if c.DeadLetter.MaxEntries < 1 {
+		errs.at("dead_letter.max_entries", "must be at least 1")
+	}
+	if c.DeadLetter.MaxBytes < 1<<20 {
+		errs.at("dead_letter.max_bytes", "%d is too small (at least 1048576, one MiB)", c.DeadLetter.MaxBytes)
+	}
 }
 
 func (c *Config) validateServer(errs *ErrorList) {
@@ -250,6 +310,9 @@ func (c *Config) validateConnections(errs *ErrorList) {
 			errs.at(p+".batch.max_size", "must not be negative")
 		case maxBatch > 0 && cn.Batch.MaxSize > maxBatch:
 			errs.at(p+".batch.max_size", "%d is over %s's limit of %d per request", cn.Batch.MaxSize, cn.Type, maxBatch)
+		}
+		if cn.RecordURL != "" && !strings.Contains(cn.RecordURL, "{id}") {
+			errs.at(p+".record_url", "%q must contain {id}, the CRM record id", cn.RecordURL)
 		}
 		if cn.Batch.Linger < 0 || cn.Batch.Linger > 30*time.Second {
 			errs.at(p+".batch.linger", "%s is outside 0s..30s (calls wait this long for a batch)", cn.Batch.Linger)

@@ -16,4 +16,13 @@
 //     archived when it fails once more after queue.max_retry retries. The worker archives
 //     that failure itself (it wraps asynq.SkipRetry): asynq's own limit, which it applies to
 //     throttled attempts too, sits one retry higher (tasks.MaxRetry).
+//
+// With Options.DeadLetter and Options.Status set, every attempt is recorded (the pipeline
+// reports the merged event, the mapping version and the CRM's result through the context):
+// started, failed (retry with the next attempt time the worker chose and hands to asynq,
+// parked on a broken connection, dead) and delivered or skipped. A call that goes dead is
+// written to the dead letter before asynq archives it; if that write fails the task is
+// retried instead, so no call is archived without its entry. A delivery resolves the call's
+// entry. Failures asynq raises itself (a panic, the task timeout) are recorded by the error
+// handler.
 package worker

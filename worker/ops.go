@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,8 +16,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Ops serves a worker-only process's /healthz (process up), /readyz (Redis reachable) and
-// /metrics, for the kubelet's probes and Prometheus.
+// Ops is the ops listener: /healthz (process up), /readyz (Redis reachable) and /metrics for
+// the kubelet's probes and Prometheus, and, when given, the admin API (/admin/...) and pprof
+// (/debug/pprof/), apart from the webhook port.
 type Ops struct {
 	srv     *http.Server
 	timeout time.Duration
@@ -32,9 +34,29 @@ type OpsOptions struct {
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
 	// Checks, when set, is the detail /readyz shows as "checks" (the connection check's last
-	// results). It never changes the status code: readiness is Redis's alone, since a worker
-	// that cannot reach one CRM still delivers to the others and retries.
+	// results). It never changes the status code: a worker that cannot reach one CRM still
+	// delivers to the others and retries.
 	Checks func() any
+	// Ready, when set, decides readiness instead of a Redis PING (the receiver's: can it
+	// acknowledge calls right now?). It returns why not, or nil.
+	Ready func(ctx context.Context) error
+	// Admin serves /admin/ and checks the credentials MetricsAuth and Pprof ask for
+	// (*admin.Handler); nil serves no admin API.
+	Admin AdminAPI
+	// MetricsAuth asks for an admin credential, either role, on /metrics (ops.metrics_auth).
+	MetricsAuth bool
+	// Pprof serves /debug/pprof/ to read_write admin credentials (ops.pprof).
+	Pprof bool
+}
+
+// AdminAPI is the admin API as the ops listener uses it (worker/admin.Handler): its routes,
+// and its credential checks for what the listener serves beside it.
+type AdminAPI interface {
+	http.Handler
+	// RequireAny lets through a request with an admin credential of either role.
+	RequireAny(next http.Handler) http.Handler
+	// RequireReadWrite lets through a request with a read_write admin credential.
+	RequireReadWrite(next http.Handler) http.Handler
 }
 
 // readyBody is the /readyz answer.
@@ -44,11 +66,23 @@ type readyBody struct {
 	Checks any    `json:"checks,omitempty"`
 }
 
-// NewOps builds the ops server.
-func NewOps(o OpsOptions) *Ops {
+// NewOps builds the ops server: probes, metrics, and what o adds.
+func NewOps(o OpsOptions) (*Ops, error) {
+	if (o.MetricsAuth || o.Pprof) && o.Admin == nil {
+		return nil, errors.New("worker: ops: metrics_auth and pprof need the admin API (its credentials)")
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	ready := o.Ready
+	if ready == nil {
+		ready = func(ctx context.Context) error {
+			if err := o.Redis.Ping(ctx).Err(); err != nil {
+				return errors.New("redis unreachable")
+			}
+			return nil
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -59,8 +93,8 @@ func NewOps(o OpsOptions) *Ops {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		body, status := readyBody{Status: "ready"}, http.StatusOK
-		if err := o.Redis.Ping(ctx).Err(); err != nil {
-			body, status = readyBody{Status: "unavailable", Error: "redis unreachable"}, http.StatusServiceUnavailable
+		if err := ready(ctx); err != nil {
+			body, status = readyBody{Status: "unavailable", Error: err.Error()}, http.StatusServiceUnavailable
 		}
 		if o.Checks != nil {
 			body.Checks = o.Checks()
@@ -69,12 +103,29 @@ func NewOps(o OpsOptions) *Ops {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(body)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	var metrics http.Handler = promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
+	if o.MetricsAuth {
+		metrics = o.Admin.RequireAny(metrics)
+	}
+	mux.Handle("GET /metrics", metrics)
+	if o.Admin != nil {
+		mux.Handle("/admin/", o.Admin)
+	}
+	if o.Pprof {
+		// Profiles expose memory contents and cost CPU: read_write admins only.
+		pp := http.NewServeMux()
+		pp.HandleFunc("/debug/pprof/", pprof.Index)
+		pp.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pp.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pp.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", o.Admin.RequireReadWrite(pp))
+	}
 	return &Ops{
 		srv:     &http.Server{Addr: o.Addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		timeout: o.ShutdownTimeout,
 		log:     log,
-	}
+	}, nil
 }
 
 // Handler is the ops mux (tests serve it with httptest).

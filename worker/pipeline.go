@@ -102,6 +102,8 @@ func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
 		return err
 	}
 	merged := merge(prior, ev)
+	att := attemptOf(ctx)
+	att.noteMerged(merged, prior != nil)
 	// The state is saved before delivery: if delivery fails and another event of the call
 	// arrives meanwhile, it merges with this one and either delivery carries both.
 	n, err := p.state.save(ctx, merged)
@@ -110,7 +112,9 @@ func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
 	}
 	p.stateBytes.Observe(float64(n))
 
-	rec, skip, err := rt.Mapping().Render(merged)
+	mapping := rt.Mapping()
+	rec, skip, err := mapping.Render(merged)
+	att.noteRendered(mapping, rec, skip, err)
 	if err != nil {
 		return fmt.Errorf("worker: mapping: %v: %w", err, asynq.SkipRetry)
 	}
@@ -135,6 +139,7 @@ func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
 	if err != nil {
 		return err
 	}
+	att.noteDelivered(res)
 	if err := p.state.saveWritten(ctx, ev.Route, ev.Detail.ID, lengths, p.writtenTTL); err != nil {
 		return err
 	}

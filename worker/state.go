@@ -1,15 +1,10 @@
 package worker
 
 import (
-	"bytes"
-	"compress/flate"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,8 +15,8 @@ import (
 
 // stateStore keeps the merged event of each call detail, so a later event of the same call
 // (the minutes, an edited memo) renders on everything known about it. The state is the typed
-// miitel.Event (unknown keys were dropped at ingest), JSON, DEFLATE-compressed: a seed-sized
-// answered call with transcript and phrases compresses to a few KB. It is capped: above
+// miitel.Event (unknown keys were dropped at ingest) as tasks.CompressEvent stores it: a
+// seed-sized answered call with transcript and phrases compresses to a few KB. It is capped: above
 // maxBytes the per-speaker phrases are dropped first (the transcript text stays), since they
 // are the bulk and the least used by mappings.
 type stateStore struct {
@@ -72,42 +67,15 @@ func (s *stateStore) save(ctx context.Context, ev *miitel.Event) (int, error) {
 	return len(b), nil
 }
 
-// The DEFLATE writer and reader are pooled: a fresh flate writer allocates about a megabyte
-// of tables, which every task would otherwise throw away.
-var (
-	flateWriters = sync.Pool{New: func() any {
-		zw, _ := flate.NewWriter(nil, flate.BestSpeed) // only fails for an invalid level
-		return zw
-	}}
-	flateReaders = sync.Pool{New: func() any { return flate.NewReader(nil) }}
-)
-
 func encodeState(ev *miitel.Event) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := flateWriters.Get().(*flate.Writer)
-	defer flateWriters.Put(zw)
-	zw.Reset(&buf)
-	if err := json.NewEncoder(zw).Encode(ev); err != nil {
+	b, err := tasks.CompressEvent(ev)
+	if err != nil {
 		return nil, fmt.Errorf("worker: encode call state: %w", err)
 	}
-	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("worker: encode call state: %w", err)
-	}
-	return buf.Bytes(), nil
+	return b, nil
 }
 
-func decodeState(b []byte) (*miitel.Event, error) {
-	zr := flateReaders.Get().(io.ReadCloser)
-	defer flateReaders.Put(zr)
-	if err := zr.(flate.Resetter).Reset(bytes.NewReader(b), nil); err != nil {
-		return nil, err
-	}
-	var ev miitel.Event
-	if err := json.NewDecoder(zr).Decode(&ev); err != nil {
-		return nil, err
-	}
-	return &ev, nil
-}
+func decodeState(b []byte) (*miitel.Event, error) { return tasks.DecompressEvent(b) }
 
 // written remembers, per call detail, the length of each keep_longer field last sent to the
 // CRM. It outlives the state (id-map TTL), so when the state has expired a late, poorer event

@@ -14,6 +14,8 @@ import (
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/deadletter"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
@@ -21,6 +23,20 @@ import (
 // package comment).
 type Processor interface {
 	Process(ctx context.Context, ev *miitel.Event) error
+}
+
+// DeadLetter keeps every call that went dead until it is delivered (worker/deadletter.Store).
+type DeadLetter interface {
+	Record(ctx context.Context, d deadletter.Death) error
+	Resolve(ctx context.Context, route, detailID, taskID string, anyEvent bool) (bool, error)
+}
+
+// Status hears what each attempt did (worker/callstatus.Store).
+type Status interface {
+	Started(ctx context.Context, ev *miitel.Event) error
+	Failed(ctx context.Context, ev *miitel.Event, f callstatus.Failure) error
+	Delivered(ctx context.Context, ev *miitel.Event, d callstatus.Delivery) error
+	Skipped(ctx context.Context, ev *miitel.Event, reason string) error
 }
 
 // Options is what New needs.
@@ -31,6 +47,10 @@ type Options struct {
 	Processor  Processor
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// DeadLetter, when set, records each call that goes dead before asynq archives it, and
+	// resolves it when the call is delivered. Status, when set, records every attempt.
+	DeadLetter DeadLetter
+	Status     Status
 }
 
 // Worker is the asynq server that runs the Processor for every queued event.
@@ -42,6 +62,10 @@ type Worker struct {
 	log     *slog.Logger
 	queue   config.Queue
 	metrics *metrics
+	policy  retryPolicy
+	dead    DeadLetter
+	status  Status
+	now     func() time.Time
 }
 
 type metrics struct {
@@ -72,8 +96,9 @@ func New(o Options) (*Worker, error) {
 	if o.Redis == nil || o.Processor == nil || o.Logger == nil {
 		return nil, errors.New("worker: Redis, Processor and Logger are required")
 	}
-	w := &Worker{rdb: o.Redis, proc: o.Processor, log: o.Logger, queue: o.Queue, metrics: newMetrics(o.Registerer)}
 	policy := retryPolicy{base: o.Worker.RetryBase, max: o.Worker.RetryMax}
+	w := &Worker{rdb: o.Redis, proc: o.Processor, log: o.Logger, queue: o.Queue, metrics: newMetrics(o.Registerer),
+		policy: policy, dead: o.DeadLetter, status: o.Status, now: time.Now}
 	w.srv = asynq.NewServerFromRedisClient(o.Redis, asynq.Config{
 		Concurrency:     o.Worker.Concurrency,
 		Queues:          map[string]int{o.Queue.Name: 1},
@@ -124,8 +149,12 @@ func (w *Worker) handle(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	if err := w.proc.Process(ctx, ev); err != nil {
-		return w.exhausted(ctx, err)
+	if w.status != nil {
+		w.note(ctx, ev, "started", func(ctx context.Context) error { return w.status.Started(ctx, ev) })
+	}
+	att := &attemptNotes{}
+	if err := w.proc.Process(withAttempt(ctx, att), ev); err != nil {
+		return w.failed(ctx, ev, att, w.exhausted(ctx, err))
 	}
 	// The ledger is written only after delivery, so an event that ends in the dead letter
 	// leaves no mark and MiiTel's next re-send of it is queued again.
@@ -134,6 +163,9 @@ func (w *Worker) handle(ctx context.Context, t *asynq.Task) error {
 			// Delivered but not recorded: retrying re-delivers, which the CRM upsert absorbs.
 			return fmt.Errorf("worker: write ledger: %w", err)
 		}
+	}
+	if err := w.delivered(ctx, ev, att); err != nil {
+		return err
 	}
 	w.metrics.tasks.WithLabelValues("delivered").Inc()
 	return nil
@@ -153,6 +185,8 @@ func (w *Worker) exhausted(ctx context.Context, err error) error {
 }
 
 // onError counts and logs every failed attempt with its classification; no payload data.
+// Failures handle did not see through (a panic, the task timeout, which asynq raises
+// itself) are recorded in the dead letter and the call status here.
 func (w *Worker) onError(ctx context.Context, t *asynq.Task, err error) {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
@@ -163,6 +197,10 @@ func (w *Worker) onError(ctx context.Context, t *asynq.Task, err error) {
 		outcome = "dead"
 	case !isFailure(err):
 		outcome = "throttled"
+	}
+	var h *handledError
+	if !errors.As(err, &h) {
+		w.unhandled(ctx, t, err, outcome == "dead")
 	}
 	w.metrics.tasks.WithLabelValues(outcome).Inc()
 	level := slog.LevelWarn
@@ -205,4 +243,164 @@ func (p retryPolicy) delay(n int, err error, _ *asynq.Task) time.Duration {
 		d = p.max
 	}
 	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+// handledError is a failure handle has recorded (dead letter, status). It carries the delay
+// handle chose and wrote into the status as the next attempt, so asynq's RetryDelayFunc,
+// which finds it first through RetryAfter, waits exactly that long.
+type handledError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e *handledError) Error() string             { return e.err.Error() }
+func (e *handledError) Unwrap() error             { return e.err }
+func (e *handledError) RetryAfter() time.Duration { return e.delay }
+
+// bookkeepingTimeout bounds one dead-letter or status write. They run on a context that
+// survives the task's: a task that failed on its deadline must still be recorded.
+const bookkeepingTimeout = 5 * time.Second
+
+func bookkeeping(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+}
+
+// note runs a status write; status is best effort (a failed write is logged, the call goes
+// on), unlike the dead letter.
+func (w *Worker) note(ctx context.Context, ev *miitel.Event, what string, fn func(context.Context) error) {
+	bctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	if err := fn(bctx); err != nil {
+		w.log.Warn("call status not recorded", "what", what, "route", ev.Route, "call_id", ev.CallID,
+			"detail_id", ev.Detail.ID, "error", err.Error())
+	}
+}
+
+// describe is the error as the dead letter and the status show it.
+func describe(err error, att *attemptNotes) deadletter.Error {
+	e := deadletter.Classify(err)
+	if att != nil && att.renderFailed && e.Code == "" {
+		e.Code = "MAPPING"
+	}
+	return e
+}
+
+// failed records a failed attempt and decides what asynq is told. A final failure (asynq
+// will archive it) is written to the dead letter first; if that write fails, the task is
+// retried instead of archived, so no call goes dead without its entry. Otherwise the delay
+// is chosen here, so the status can say when the next attempt comes.
+func (w *Worker) failed(ctx context.Context, ev *miitel.Event, att *attemptNotes, err error) error {
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	info := describe(err, att)
+	if errors.Is(err, asynq.SkipRetry) || retried >= maxRetry { // asynq's archive rule
+		if w.dead != nil {
+			bctx, cancel := bookkeeping(ctx)
+			derr := w.dead.Record(bctx, deadletter.Death{Event: att.event(ev), TaskID: taskKey(ctx, ev), Error: info,
+				Attempts: retried + 1, MappingVersion: att.version})
+			cancel()
+			if derr != nil {
+				w.log.Error("dead letter not recorded: the call is retried instead of archived",
+					"route", ev.Route, "call_id", ev.CallID, "detail_id", ev.Detail.ID, "error", derr.Error())
+				delay := w.policy.delay(retried, derr, nil)
+				if w.status != nil {
+					w.note(ctx, ev, "failed", func(ctx context.Context) error {
+						return w.status.Failed(ctx, ev, callstatus.Failure{State: callstatus.Retry, NextAttempt: w.now().Add(delay), Error: info})
+					})
+				}
+				// Not wrapping err: asynq must not see SkipRetry.
+				return &handledError{err: fmt.Errorf("%s (not archived: the dead letter could not record it: %w)", err.Error(), derr), delay: delay}
+			}
+		}
+		if w.status != nil {
+			w.note(ctx, ev, "failed", func(ctx context.Context) error {
+				return w.status.Failed(ctx, ev, callstatus.Failure{State: callstatus.Dead, Error: info})
+			})
+		}
+		return &handledError{err: err}
+	}
+	delay := w.policy.delay(retried, err, nil)
+	if w.status != nil {
+		state := callstatus.Retry
+		if info.Class == "broken" {
+			state = callstatus.Parked // waits for an admin; not dead, not counted
+		}
+		w.note(ctx, ev, "failed", func(ctx context.Context) error {
+			return w.status.Failed(ctx, ev, callstatus.Failure{State: state, NextAttempt: w.now().Add(delay), Error: info})
+		})
+	}
+	return &handledError{err: err, delay: delay}
+}
+
+// delivered resolves the call's dead-letter entry and records the delivery. The entry goes
+// when the delivered event is the dead one, or when it was merged with the call's stored
+// state, which carries the dead event's fields. A failed resolve fails the task: it is
+// delivered again (the upsert absorbs it) rather than leaving a delivered call in the dead
+// letter.
+func (w *Worker) delivered(ctx context.Context, ev *miitel.Event, att *attemptNotes) error {
+	if w.dead != nil {
+		bctx, cancel := bookkeeping(ctx)
+		_, err := w.dead.Resolve(bctx, ev.Route, ev.Detail.ID, taskKey(ctx, ev), att.hadState)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("worker: resolve the dead letter: %w", err)
+		}
+	}
+	if w.status == nil {
+		return nil
+	}
+	if att.skip != nil {
+		w.note(ctx, ev, "skipped", func(ctx context.Context) error { return w.status.Skipped(ctx, ev, att.skip.Reason) })
+		return nil
+	}
+	w.note(ctx, ev, "delivered", func(ctx context.Context) error {
+		return w.status.Delivered(ctx, ev, callstatus.Delivery{Record: att.rec, Result: att.res})
+	})
+	return nil
+}
+
+// unhandled records a failure asynq raised without handle's say (a panic, the task
+// timeout): what handle does for its own, as far as onError can (it cannot stop an archive).
+func (w *Worker) unhandled(ctx context.Context, t *asynq.Task, err error, final bool) {
+	if w.dead == nil && w.status == nil {
+		return
+	}
+	ev, derr := tasks.DecodeCallEvent(t)
+	if derr != nil {
+		return // never decoded: nothing to record under a call
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	info := describe(err, nil)
+	if final {
+		if w.dead != nil {
+			bctx, cancel := bookkeeping(ctx)
+			if derr := w.dead.Record(bctx, deadletter.Death{Event: ev, TaskID: taskKey(ctx, ev), Error: info, Attempts: retried + 1}); derr != nil {
+				w.log.Error("dead letter not recorded", "route", ev.Route, "call_id", ev.CallID, "detail_id", ev.Detail.ID, "error", derr.Error())
+			}
+			cancel()
+		}
+		if w.status != nil {
+			w.note(ctx, ev, "failed", func(ctx context.Context) error {
+				return w.status.Failed(ctx, ev, callstatus.Failure{State: callstatus.Dead, Error: info})
+			})
+		}
+		return
+	}
+	if w.status != nil {
+		// asynq draws the delay after this handler: a draw of the same policy is within its
+		// jitter (a fifth) of it.
+		next := w.now().Add(w.policy.delay(retried, err, nil))
+		w.note(ctx, ev, "failed", func(ctx context.Context) error {
+			return w.status.Failed(ctx, ev, callstatus.Failure{State: callstatus.Retry, NextAttempt: next, Error: info})
+		})
+	}
+}
+
+// taskKey is the id a replay of the event conflicts with: its dedupe key, else the task id.
+func taskKey(ctx context.Context, ev *miitel.Event) string {
+	if ev.DedupeKey != "" {
+		return ev.DedupeKey
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	return id
 }

@@ -136,10 +136,13 @@ func runProcess(ctx context.Context, o *processOptions) error {
 		// worker from starting (its calls retry); the check only says so.
 		parts = append(parts, func() error { checks.Run(ctx); return nil })
 		if !role.Receiver { // the receiver already serves health and metrics in `serve`
-			ops := worker.NewOps(worker.OpsOptions{
+			ops, err := worker.NewOps(worker.OpsOptions{
 				Addr: cfg.Worker.MetricsListen, Redis: rdb, Gatherer: reg,
 				ShutdownTimeout: cfg.Worker.ShutdownTimeout, Logger: log, Checks: checks.results,
 			})
+			if err != nil {
+				return configError(err)
+			}
 			parts = append(parts, func() error { return ops.Run(ctx) })
 		}
 	}

@@ -34,6 +34,10 @@ type Result struct {
 	// Assumed: ContactID and OwnerID are placeholders for lookups that were not made (a dry
 	// run cannot know whether the CRM would find them), not found records.
 	Assumed bool `json:"assumed,omitempty"`
+	// URL links to the activity in the CRM's UI (connections[].record_url filled with what
+	// the connector knows: HubSpot's portal id, Salesforce's instance URL); "" if unknown.
+	// Call status shows it.
+	URL string `json:"url,omitempty"`
 }
 
 // Class is what a failure means for the retry policy.

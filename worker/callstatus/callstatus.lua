@@ -1,0 +1,135 @@
+-- Call status scripts. Every key is under one prefix carrying the queue's hash tag
+-- (mcs:{queue}:status:), the slot of asynq's own queue keys, so these functions can run
+-- inside another script of that queue (the receiver's enqueue) on Redis Cluster.
+--   r:<route>:<detail>  STRING one record, JSON, every value a string (cjson would print
+--                       large numbers in exponent form)
+--   idx                 ZSET   member route:detail, score = when it first reached us (ms)
+--   id:<call id>        SET    the members of a call (a call has several details)
+--   rep:<sha of e-mail> ZSET   the members of a rep's calls, score as idx
+--   ph:<hmac of number> SET    the members of a phone number (phone_search only)
+--
+-- A record holds the call's facts, its events by dedupe key, the detail's state and the last
+-- error and CRM result. Each call takes one JSON argument (see the Go side for the fields).
+
+local function mcs_status_load(key)
+  local v = redis.call('GET', key)
+  if v then
+    local r = cjson.decode(v)
+    if type(r.ev) ~= 'table' then r.ev = {} end
+    return r
+  end
+  return {ev = {}, ne = '0'}
+end
+
+-- mcs_status_facts copies the call-level facts the argument carries; an absent or empty
+-- fact never blanks one a richer event brought (the minutes event has no participants).
+local function mcs_status_facts(r, f)
+  for _, k in ipairs({'route', 'detail', 'call', 'call_at', 'type', 'dir', 'rep', 'from', 'to', 'cust'}) do
+    local v = f[k]
+    if type(v) == 'string' and v ~= '' then r[k] = v end
+  end
+  -- The kind stays the call's outcome once one is known, as the worker's merge keeps it.
+  if type(f.kind) == 'string' and f.kind ~= '' and (r.kind == nil or r.kind == 'minutes' or f.kind ~= 'minutes') then
+    r.kind = f.kind
+  end
+end
+
+-- mcs_status_event returns the record's entry of an event, created on first sight (at most
+-- maxev per record: what is beyond is only counted).
+local function mcs_status_event(r, k, kind, at, maxev)
+  local e = r.ev[k]
+  if e == nil then
+    if (tonumber(r.ne) or 0) >= maxev then
+      r.ndrop = tostring((tonumber(r.ndrop) or 0) + 1)
+      return nil
+    end
+    e = {kind = kind, at = at}
+    r.ev[k] = e
+    r.ne = tostring((tonumber(r.ne) or 0) + 1)
+  end
+  return e
+end
+
+-- mcs_status_store writes the record and its indexes, then trims the status to max records
+-- (the oldest calls first) and its index to the retention.
+local function mcs_status_store(p, a, r)
+  local key = p .. 'r:' .. a.m
+  -- Lists are by when a call first reached us: retention then ages index and records alike,
+  -- and a backfilled old call is listed with what came in today.
+  if r.seen == nil then r.seen = a.at or a.now end
+  redis.call('SET', key, cjson.encode(r), 'PX', a.ttl)
+  local score = r.seen
+  redis.call('ZADD', p .. 'idx', score, a.m)
+  if r.call and r.call ~= '' then
+    redis.call('SADD', p .. 'id:' .. r.call, a.m)
+    redis.call('PEXPIRE', p .. 'id:' .. r.call, a.ttl)
+  end
+  if type(a.repk) == 'string' and a.repk ~= '' then
+    local rk = p .. 'rep:' .. a.repk
+    redis.call('ZADD', rk, score, a.m)
+    redis.call('PEXPIRE', rk, a.ttl)
+    redis.call('ZREMRANGEBYSCORE', rk, '-inf', '(' .. (tonumber(a.now) - tonumber(a.ttl)))
+  end
+  if type(a.ph) == 'table' then
+    for _, h in ipairs(a.ph) do
+      redis.call('SADD', p .. 'ph:' .. h, a.m)
+      redis.call('PEXPIRE', p .. 'ph:' .. h, a.ttl)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', p .. 'idx', '-inf', '(' .. (tonumber(a.now) - tonumber(a.ttl)))
+  local over = redis.call('ZCARD', p .. 'idx') - tonumber(a.max)
+  if over > 0 then
+    if over > 100 then over = 100 end
+    for _, m in ipairs(redis.call('ZRANGE', p .. 'idx', 0, over - 1)) do
+      if m ~= a.m then redis.call('DEL', p .. 'r:' .. m) end
+      redis.call('ZREM', p .. 'idx', m)
+    end
+  end
+end
+
+-- mcs_status_received records one event the receiver accepted: queued (pending until a
+-- worker takes it) or, with duplicate true, a duplicate (counted on the event it repeats).
+-- The receiver's script passes what it decided itself (ledger hit, TaskID conflict).
+local function mcs_status_received(p, arg, duplicate)
+  local a = cjson.decode(arg)
+  local r = mcs_status_load(p .. 'r:' .. a.m)
+  mcs_status_facts(r, a.f)
+  local e = mcs_status_event(r, a.k, a.f.kind, a.at, tonumber(a.maxev))
+  if e then
+    if duplicate then
+      e.dups = tostring((tonumber(e.dups) or 0) + 1)
+      e.dup_at = a.at
+    else
+      e.state, e.t = 'pending', a.at
+      r.state, r.state_at, r.cur, r.next_at = 'pending', a.at, a.k, nil
+      r.attempt = e.attempts or '0'
+    end
+  end
+  mcs_status_store(p, a, r)
+  return 1
+end
+
+-- mcs_status_transition records what a worker did with an event: started (active), failed
+-- (retry, parked, dead), delivered (done) or skipped by the mapping.
+local function mcs_status_transition(p, arg)
+  local a = cjson.decode(arg)
+  local r = mcs_status_load(p .. 'r:' .. a.m)
+  mcs_status_facts(r, a.f)
+  local e = mcs_status_event(r, a.k, a.f.kind, a.rat, tonumber(a.maxev)) or {}
+  local t = a.t
+  if t.state == 'active' then
+    e.attempts = tostring((tonumber(e.attempts) or 0) + 1)
+  end
+  e.state, e.t = t.state, t.at
+  r.state, r.state_at, r.cur = t.state, t.at, a.k
+  r.attempt = e.attempts or '0'
+  r.next_at = t.next
+  if type(t.err) == 'table' then r.err = t.err end
+  if type(t.crm) == 'table' then
+    r.crm = t.crm
+    r.contact, r.owner = t.contact, t.owner
+  end
+  if t.state == 'skipped' then r.skip = t.skip end
+  mcs_status_store(p, a, r)
+  return 1
+end
