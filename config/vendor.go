@@ -54,6 +54,10 @@ func HubSpotScopes() []string {
 // would use, so the dump shows it. Only zero values are filled; validation still sees what
 // the admin wrote (a negative rate limit stays negative and is refused).
 func (c *Config) fillDefaults() {
+	// worker.metrics_listen was the worker's ops address before every process had one.
+	if d := Default(); c.Worker.MetricsListen != d.Worker.MetricsListen && c.Ops.Listen == d.Ops.Listen {
+		c.Ops.Listen = c.Worker.MetricsListen
+	}
 	for i := range c.Connections {
 		cn := &c.Connections[i]
 		switch cn.Type {

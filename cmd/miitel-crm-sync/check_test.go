@@ -345,14 +345,13 @@ func (fakeNoCheck) Deliver(context.Context, *mappers.Record) (crm.Result, error)
 	return crm.Result{}, nil
 }
 
-// serve and worker start although the check fails, log it, and show it in /readyz (the
-// receiver's in serve, the ops server's in a worker) and as mcs_crm_check, while /readyz
-// stays 200: readiness is Redis's alone.
+// serve and worker start although the check fails, log it, and show it in /readyz on the ops
+// listener and as mcs_crm_check, while /readyz stays 200: readiness is Redis's alone.
 func TestWorkerStartRunsTheCheckInTheBackground(t *testing.T) {
 	for _, sub := range []string{"serve", "worker"} {
 		t.Run(sub, func(t *testing.T) {
-			addr := freeAddr(t)
-			listen := fmt.Sprintf("server: {listen: %q}\nworker: {metrics_listen: %q}\n", addr, addr)
+			addr := freeAddr(t) // the ops listener, where /readyz and /metrics are
+			listen := fmt.Sprintf("server: {listen: %q}\nops: {listen: %q}\n", freeAddr(t), addr)
 			cfg := writeConfig(t, listen+checkConfig)
 			release := make(chan struct{})
 			hs := &fakeChecker{answer: func(ctx context.Context, _ int) []crm.CheckResult {
@@ -394,7 +393,7 @@ func TestWorkerStartRunsTheCheckInTheBackground(t *testing.T) {
 				return code == http.StatusOK && strings.Contains(body, `{"connection":"hs","check":"record_key","status":"fail","detail":"missing","fix":"create it"}`) &&
 					strings.Contains(body, `{"connection":"sf","check":"token","status":"pass"}`) && strings.Contains(body, `"status":"ready"`), body
 			})
-			s := &stack{listen: addr}
+			s := &stack{ops: addr}
 			if v := s.metric(t, "mcs_crm_check", map[string]string{"connection": "hs", "check": "record_key"}); v != 0 {
 				t.Errorf("mcs_crm_check{hs,record_key} = %v, want 0", v)
 			}

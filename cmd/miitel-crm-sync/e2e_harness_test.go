@@ -83,6 +83,8 @@ const (
 	hubspotRoute    = "hubspot"
 	salesforceRoute = "salesforce"
 	externalIDField = "MiiTel_Detail_Id__c"
+	adminReadOnly   = "admin-read-only-token"
+	adminReadWrite  = "admin-read-write-token"
 	queueName       = "miitel"
 )
 
@@ -121,6 +123,9 @@ type stack struct {
 	sfContact       map[string]string // national number -> Salesforce contact id
 	env             map[string]string // what the config's {env: NAME} secrets resolve to
 	cfgPath, listen string
+	// ops is the ops listener (metrics, probes, admin API) of the process start runs; worker
+	// subprocesses take a free port of their own.
+	ops string
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -163,6 +168,8 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"HUBSPOT_TOKEN":         hubspotPrivateToken,
 		"HUBSPOT_CLIENT_SECRET": "client-secret",
 		"SF_CLIENT_SECRET":      s.sf.ClientSecret(),
+		"ADMIN_RO_TOKEN":        adminReadOnly,
+		"ADMIN_RW_TOKEN":        adminReadWrite,
 	}
 	hsURL := s.hs.URL
 	if o.hubspotVia != nil {
@@ -189,7 +196,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		salesforceCfg += "    batch: " + o.salesforceBatch + "\n"
 	}
 
-	s.listen = freeAddr(t)
+	s.listen, s.ops = freeAddr(t), freeAddr(t)
 	// Short retry and poll intervals keep retries (429, expired tokens, recovered tasks)
 	// within a test's time; everything else is the production default.
 	s.cfgPath = writeConfig(t, fmt.Sprintf(`log: {level: debug, format: json}
@@ -204,7 +211,11 @@ worker:
   retry_base: 100ms
   retry_max: 1s
   poll_interval: 100ms
-  metrics_listen: "127.0.0.1:0"
+ops: {listen: "127.0.0.1:0"}
+admin:
+  tokens:
+    - {token: {env: ADMIN_RO_TOKEN}, role: read_only}
+    - {token: {env: ADMIN_RW_TOKEN}, role: read_write}
 routes:
   - name: %s
     connection: hs
@@ -271,7 +282,13 @@ func (s *stack) start(t *testing.T, subcommand string) {
 	logs := &lockedBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, &environment{stdout: logs, stderr: logs, stdin: strings.NewReader(""), getenv: s.getenv},
+		getenv := func(k string) string {
+			if k == "MCS_OPS_LISTEN" {
+				return s.ops
+			}
+			return s.getenv(k)
+		}
+		done <- run(ctx, &environment{stdout: logs, stderr: logs, stdin: strings.NewReader(""), getenv: getenv},
 			[]string{subcommand, "--config", s.cfgPath})
 	}()
 	t.Cleanup(func() {
@@ -400,11 +417,11 @@ func deadLetters(in *asynq.Inspector) string {
 	return strings.Join(reasons, "\n")
 }
 
-// metric returns the value of a counter or gauge series on the receiver's /metrics (the
+// metric returns the value of a counter or gauge series on the ops listener's /metrics (the
 // one registry of a serve process), 0 when the series does not exist.
 func (s *stack) metric(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + s.listen + "/metrics")
+	resp, err := http.Get("http://" + s.ops + "/metrics")
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

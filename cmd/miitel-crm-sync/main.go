@@ -162,6 +162,7 @@ FILE' sends it a MiiTel sample.`,
 		newMappingCmd(env),
 		newOAuthCmd(env),
 		newReplayCmd(env),
+		newStatusCmd(env),
 		newConfigCmd(env, nil),
 		newVersionCmd(env),
 	)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,12 +13,33 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/deadletter"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
-const replayHelp = `Shows and re-runs the calls that ended in the dead letter (asynq's archive), with the
-reason each one failed, so an operator can fix the cause (a mapping, a CRM field, a
-reconnected account) and send them again. Needs only Redis's secrets.`
+const replayHelp = `Re-sends what broke once its cause is fixed (a mapping, a CRM field, a reconnected account),
+and backfills calls MiiTel sent while the service could not take them. Needs only Redis's
+secrets.
+
+Selected from our own dead letter (every call that went dead, kept for dead_letter.retention,
+beyond what asynq's archive keeps), by any combination of:
+
+  miitel-crm-sync replay --since 9h --class permanent --dry-run    # what would be sent now
+  miitel-crm-sync replay --route sales --code INVALID_FIELD
+  miitel-crm-sync replay --call CALL_ID --detail DETAIL_ID
+  miitel-crm-sync replay --match "does not exist" --list            # list only
+  miitel-crm-sync replay --all                                      # the whole dead letter
+
+Replaying is idempotent: a call is queued again under its own id, so replaying twice while
+it is queued sends it once, and a delivered call leaves the dead letter.
+
+Backfill stored MiiTel payloads (one webhook body per line) through the receiver's checks
+and dedupe (authentication skipped): a body MiiTel also sent is a duplicate, never a second
+write:
+
+  miitel-crm-sync replay --from-file calls.jsonl --route sales [--dry-run]
+
+The subcommands work on asynq's archive by task id, as before.`
 
 // replayOptions are the flags every replay subcommand shares.
 type replayOptions struct {
@@ -27,8 +49,17 @@ type replayOptions struct {
 
 func newReplayCmd(env *environment) *cobra.Command {
 	o := &replayOptions{env: env}
-	cmd := groupCmd(env, "replay", "List, inspect and re-run dead-lettered calls", replayHelp)
+	cmd := groupCmd(env, "replay [selectors] [--dry-run] | replay --from-file FILE --route R", "Re-send dead calls selected by id, route, connection, error or time; backfill stored payloads", replayHelp)
 	configFlag(env, cmd.PersistentFlags(), &o.config)
+	sel := &selectOptions{}
+	sel.register(cmd)
+	help := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if !sel.selected(c) {
+			return help(c, args)
+		}
+		return o.runSelected(c.Context(), sel)
+	}
 	var limit int
 	list := &cobra.Command{
 		Use:   "list [--limit N]",
@@ -100,11 +131,16 @@ func (o *replayOptions) with(f func(replayer) error) error {
 		return err
 	}
 	defer rdb.Close()
-	return f(replayer{in: asynq.NewInspectorFromRedisClient(rdb), queue: cfg.Queue.Name, out: o.env.stdout})
+	dl, err := deadletter.New(rdb, deadletter.Options{Queue: cfg.Queue.Name, Config: cfg.DeadLetter, Routes: cfg.Routes})
+	if err != nil {
+		return configError(err)
+	}
+	return f(replayer{in: asynq.NewInspectorFromRedisClient(rdb), dead: dl, queue: cfg.Queue.Name, out: o.env.stdout})
 }
 
 type replayer struct {
 	in    *asynq.Inspector
+	dead  *deadletter.Store // our dead letter: stats counts it, delete removes from it too
 	queue string
 	out   io.Writer
 }
@@ -138,7 +174,15 @@ func (r replayer) stats() error {
 	w := tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "queue\tpending\tactive\tscheduled\tretry\tarchived\tprocessed today\tfailed today\tlatency\n")
 	fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", qi.Queue, qi.Pending, qi.Active, qi.Scheduled, qi.Retry, qi.Archived, qi.Processed, qi.Failed, qi.Latency.Round(time.Millisecond))
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	n, err := r.dead.Count(context.Background())
+	if err != nil {
+		return fmt.Errorf("dead letter: %w", err)
+	}
+	fmt.Fprintf(r.out, "dead letter: %d call detail(s) (replay them with `replay --all --dry-run` first)\n", n)
+	return nil
 }
 
 func (r replayer) list(limit int) error {
@@ -226,10 +270,23 @@ func (r replayer) archivedIDs(route string) ([]string, error) {
 func (r replayer) delete(ids []string) error {
 	var failed int
 	for _, id := range ids {
+		// The archived task names its call detail: its dead-letter entry goes with it, so a
+		// deleted call is not replayed from there later.
+		var s summary
+		if t, err := r.in.GetTaskInfo(r.queue, id); err == nil {
+			s = summarize(t)
+		}
 		if err := r.in.DeleteTask(r.queue, id); err != nil {
 			fmt.Fprintf(r.out, "%s: %v\n", id, err)
 			failed++
 			continue
+		}
+		if s.DetailID != "" {
+			if _, err := r.dead.Delete(context.Background(), s.Route, s.DetailID); err != nil {
+				fmt.Fprintf(r.out, "%s: deleted from the archive, but not from the dead letter: %v\n", id, err)
+				failed++
+				continue
+			}
 		}
 		fmt.Fprintf(r.out, "%s: deleted\n", id)
 	}

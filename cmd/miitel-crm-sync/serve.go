@@ -36,18 +36,18 @@ func newServeCmd(env *environment) *cobra.Command {
 }
 
 func newReceiverCmd(env *environment) *cobra.Command {
-	return newProcessCmd(env, "receiver", config.Role{Receiver: true},
+	return newProcessCmd(env, "receiver", config.Role{Receiver: true, Admin: true},
 		"Run only the webhook receiver (HTTP)",
 		"Runs only the webhook receiver: answers MiiTel's challenge and queues every call detail\n"+
 			"in Redis. Scale it separately from the worker; both must name the same Redis.")
 }
 
 func newWorkerCmd(env *environment) *cobra.Command {
-	return newProcessCmd(env, "worker", config.Role{Worker: true},
+	return newProcessCmd(env, "worker", config.Role{Worker: true, Admin: true},
 		"Run only the CRM delivery worker",
 		"Runs only the CRM worker: takes queued call events from Redis, renders the route's mapping\n"+
-			"and upserts the activity into the CRM. Serves /healthz, /readyz and /metrics on\n"+
-			"worker.metrics_listen (default :9090).")
+			"and upserts the activity into the CRM. Like every process it serves /healthz, /readyz,\n"+
+			"/metrics and the admin API on ops.listen (default :9090).")
 }
 
 func newProcessCmd(env *environment, name string, role config.Role, short, long string) *cobra.Command {
@@ -113,12 +113,19 @@ func runProcess(ctx context.Context, o *processOptions) error {
 		}
 		parts = append(parts, func() error { return rcv.Run(ctx) })
 	}
+	deps := opsDeps{cfg: cfg, rdb: rdb, log: log, serveAdmin: true}
+	var ops *operations
 	if role.Worker {
 		reg.MustRegister(worker.NewQueueCollector(rdb, cfg.Queue.Name))
 		d, err := newDelivery(ctx, cfg, env.connectorBuilder(), rdb, log, reg, env.stdout)
 		if err != nil {
 			return err
 		}
+		deps.reg, deps.mappings = reg, d.mappings
+		if ops, err = newOperations(deps); err != nil {
+			return err
+		}
+		parts = append(parts, func() error { return ops.dead.Run(ctx) })
 		logRecordKeys(log, cfg, d.mappings)
 		checks.targets = checkTargets(cfg, d.conns, d.mappings)
 		for _, s := range d.watchers {
@@ -127,6 +134,7 @@ func runProcess(ctx context.Context, o *processOptions) error {
 		w, err := worker.New(worker.Options{
 			Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: d.proc,
 			Logger: log.With("component", "worker"), Registerer: reg,
+			DeadLetter: ops.dead, Status: ops.status,
 		})
 		if err != nil {
 			return err
@@ -135,17 +143,21 @@ func runProcess(ctx context.Context, o *processOptions) error {
 		// In the background: a CRM that is unreachable or misconfigured never keeps a
 		// worker from starting (its calls retry); the check only says so.
 		parts = append(parts, func() error { checks.Run(ctx); return nil })
-		if !role.Receiver { // the receiver already serves health and metrics in `serve`
-			ops, err := worker.NewOps(worker.OpsOptions{
-				Addr: cfg.Worker.MetricsListen, Redis: rdb, Gatherer: reg,
-				ShutdownTimeout: cfg.Worker.ShutdownTimeout, Logger: log, Checks: checks.results,
-			})
-			if err != nil {
-				return configError(err)
-			}
-			parts = append(parts, func() error { return ops.Run(ctx) })
+	}
+	if ops == nil { // a receiver-only process: status and the admin API, no mappings
+		if ops, err = newOperations(deps); err != nil {
+			return err
 		}
 	}
+	var checkResults func() any
+	if checks != nil {
+		checkResults = checks.results
+	}
+	srv, err := ops.opsServer(cfg, rdb, reg, log, checkResults)
+	if err != nil {
+		return err
+	}
+	parts = append(parts, func() error { return srv.Run(ctx) })
 	for _, run := range parts {
 		g.Go(run)
 	}

@@ -32,11 +32,13 @@
 package salesforce
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,6 +103,8 @@ type Connector struct {
 	broken  *crm.BrokenState
 	log     *slog.Logger
 	m       *crm.Metrics
+	// recordURL is the link template of a written record (connections[].record_url).
+	recordURL string
 
 	// collections: the API version has the collection upsert; batches by object and
 	// External ID field run on base (the worker's long-lived context).
@@ -229,6 +233,7 @@ func New(o Options) (*Connector, error) {
 		broken:      broken,
 		log:         log,
 		m:           m,
+		recordURL:   cmp.Or(conn.RecordURL, DefaultRecordURL),
 		collections: HasCollections(version),
 		batch:       batch,
 		base:        ctx,
@@ -357,7 +362,21 @@ func (c *Connector) deliver(ctx context.Context, rec *mappers.Record) (crm.Resul
 		c.log.Warn("salesforce: could not record task id", "external_id", value, "error", err.Error())
 	}
 	res.ID, res.Created = out.id, out.created
+	res.URL = RecordLink(c.recordURL, strings.TrimSuffix(api.BaseURL, "/services/data/"+c.version), object, res.ID)
 	return res, nil
+}
+
+// DefaultRecordURL is the Lightning page of a record; {instance_url} is the org's host from
+// the token response.
+const DefaultRecordURL = "{instance_url}/lightning/r/{object}/{id}/view"
+
+// RecordLink fills a record_url template: {instance_url}, {object} and {id}. An empty id
+// gives no link.
+func RecordLink(template, instance, object, id string) string {
+	if id == "" {
+		return ""
+	}
+	return strings.NewReplacer("{instance_url}", strings.TrimRight(instance, "/"), "{object}", url.PathEscape(object), "{id}", url.PathEscape(id)).Replace(template)
 }
 
 // refusesCreateOnly reports whether err is Salesforce refusing to update one of the

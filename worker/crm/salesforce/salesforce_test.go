@@ -598,3 +598,17 @@ func TestSearchTerms(t *testing.T) {
 }
 
 func decodeJSON(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
+
+func TestRecordLink(t *testing.T) {
+	for _, tt := range []struct{ template, want string }{
+		{salesforce.DefaultRecordURL, "https://acme.my.salesforce.com/lightning/r/Task/00T5g000001abcD/view"},
+		{"https://acme.lightning.force.com/{id}", "https://acme.lightning.force.com/00T5g000001abcD"},
+	} {
+		if got := salesforce.RecordLink(tt.template, "https://acme.my.salesforce.com/", "Task", "00T5g000001abcD"); got != tt.want {
+			t.Errorf("RecordLink(%q) = %q, want %q", tt.template, got, tt.want)
+		}
+	}
+	if got := salesforce.RecordLink(salesforce.DefaultRecordURL, "https://x", "Task", ""); got != "" {
+		t.Errorf("no id, link %q", got)
+	}
+}
