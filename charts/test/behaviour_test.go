@@ -157,6 +157,7 @@ connections:
 		{"hubspot without section", "connections: [{name: h, type: hubspot}]", `type hubspot but has no hubspot: section`},
 		{"removed worker.metricsPort", "worker: {metricsPort: 9100}", `worker\.metricsPort is gone.*set ops\.port`},
 		{"chart-owned ops.listen", "config: {ops: {listen: ':9999'}}", `listen`},
+		{"ops port on the webhook port", "ops: {port: 8080}", `ops\.port and receiver\.containerPort are both 8080`},
 		{"metrics_auth without admin credentials", "config: {ops: {metrics_auth: true}}", `metrics_auth is on but admin lists no credential`},
 		{"metrics_auth without a scrape credential", `
 config: {ops: {metrics_auth: true}}

@@ -661,7 +661,8 @@ the endpoint's authorization: or basicAuth: field, or nothing.
 
 {{/*
 mcs.checkOps fails the render on ops settings that would deploy something that cannot work:
-metrics_auth with no admin credential locks everyone out of /metrics. Called from the
+metrics_auth with no admin credential locks everyone out of /metrics, one port cannot hold
+both listeners, and a NetworkPolicy without metricsFrom shuts Prometheus out. Called from the
 ConfigMap, so it runs whatever else is enabled.
 */}}
 {{- define "mcs.checkOps" -}}
@@ -669,6 +670,9 @@ ConfigMap, so it runs whatever else is enabled.
 {{- $admin := default dict .Values.admin -}}
 {{- if and $on (not $admin.tokens) (not $admin.basic) -}}
 {{- fail "miitel-crm-sync: config.ops.metrics_auth is on but admin lists no credential: nobody, Prometheus included, could read /metrics; add admin.tokens (e.g. [{token: {generate: true}, role: read_only}])" -}}
+{{- end -}}
+{{- if eq (int .Values.ops.port) (int .Values.receiver.containerPort) -}}
+{{- fail (printf "miitel-crm-sync: ops.port and receiver.containerPort are both %d: the ops listener and the webhook port need a port each" (int .Values.ops.port)) -}}
 {{- end -}}
 {{- if and .Values.networkPolicy.enabled .Values.metrics.serviceMonitor.enabled (not .Values.networkPolicy.metricsFrom) -}}
 {{- fail "miitel-crm-sync: networkPolicy.metricsFrom is empty while the ServiceMonitor is on: the NetworkPolicy admits only listed peers to the ops port, so Prometheus could not scrape; list its namespace or pods (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}])" -}}
