@@ -16,7 +16,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 func podAnnotations(t *testing.T, r *rendered, component string) map[string]string {
@@ -156,6 +155,35 @@ connections:
 		{"bad duration", "config: {queue: {dedupe_window: 1day}}", `dedupe_window`},
 		{"bad CIDR", "routes: [{name: default, auth: {bearer: [{generate: true}], allow_cidrs: [18.177.83.94]}}]", `allow_cidrs/0`},
 		{"hubspot without section", "connections: [{name: h, type: hubspot}]", `type hubspot but has no hubspot: section`},
+		{"removed worker.metricsPort", "worker: {metricsPort: 9100}", `worker\.metricsPort is gone.*set ops\.port`},
+		{"chart-owned ops.listen", "config: {ops: {listen: ':9999'}}", `listen`},
+		{"ops port on the webhook port", "ops: {port: 8080}", `ops\.port and receiver\.containerPort are both 8080`},
+		{"metrics_auth without admin credentials", "config: {ops: {metrics_auth: true}}", `metrics_auth is on but admin lists no credential`},
+		{"metrics_auth without a scrape credential", `
+config: {ops: {metrics_auth: true}}
+admin: {tokens: [{token: {generate: true}, role: read_only}]}
+metrics: {serviceMonitor: {enabled: true}}`, `metrics_auth is on: give Prometheus an admin credential`},
+		{"scrape credential not an admin token of the chart", `
+config: {ops: {metrics_auth: true}}
+admin: {tokens: [{token: {generate: true}, role: read_only}]}
+metrics: {serviceMonitor: {enabled: true, authorization: {credentials: {key: route-default-bearer-0}}}}`, `"route-default-bearer-0" is not an admin token of the chart's Secret \(admin-token-0\)`},
+		{"two scrape credentials", `
+metrics:
+  serviceMonitor:
+    enabled: true
+    authorization: {credentials: {name: s, key: k}}
+    basicAuth: {username: {name: s, key: u}, password: {name: s, key: p}}`, `authorization or basicAuth, not both`},
+		{"half a basicAuth", "metrics: {serviceMonitor: {enabled: true, basicAuth: {username: {name: s, key: u}}}}", `needs both username and password`},
+		{"NetworkPolicy shutting Prometheus out", "networkPolicy: {enabled: true}\nmetrics: {serviceMonitor: {enabled: true}}", `networkPolicy\.metricsFrom is empty while the ServiceMonitor is on`},
+		{"bad admin role", "admin: {tokens: [{token: {generate: true}, role: admin}]}", `admin/tokens/0/role`},
+		{"admin token without role", "admin: {tokens: [{token: {generate: true}}]}", `admin/tokens/0.*role`},
+		{"colon in admin username", "admin: {basic: [{username: 'a:b', password: {generate: true}, role: read_only}]}", `admin/basic/0/username`},
+		{"plain admin token", "admin: {tokens: [{token: s3cr3t, role: read_only}]}", `admin/tokens/0/token`},
+		{"generated phone-search key", "config: {status: {phone_search: {enabled: true, secret: {generate: true}}}}", `phone_search/secret|generate`},
+		{"plain admin token in extraConfig", "extraConfig: {admin: {tokens: [{token: s3cr3t, role: read_only}]}}", `admin\.tokens\[0\]\.token would put a secret into the ConfigMap`},
+		{"plain phone-search key in extraConfig", "extraConfig: {status: {phone_search: {enabled: true, secret: k}}}", `status\.phone_search\.secret would put a secret into the ConfigMap`},
+		{"dead letter below one MiB", "config: {dead_letter: {max_bytes: 1000}}", `dead_letter/max_bytes`},
+		{"bad status time zone type", "config: {status: {time_zone: ''}}", `status/time_zone`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,40 +195,6 @@ connections:
 				t.Errorf("error does not match %q:\n%v", tt.want, err)
 			}
 		})
-	}
-}
-
-func TestProbesAndPorts(t *testing.T) {
-	r := mustRender(t, nil)
-	tests := []struct {
-		component, port string
-		number          int32
-	}{
-		{"receiver", "http", 8080},
-		{"worker", "metrics", 9090},
-	}
-	cfg := configOf(t, r)
-	if got := dig(t, cfg, "server", "listen"); got != ":8080" {
-		t.Errorf("server.listen = %v", got)
-	}
-	if got := dig(t, cfg, "worker", "metrics_listen"); got != ":9090" {
-		t.Errorf("worker.metrics_listen = %v", got)
-	}
-	for _, tt := range tests {
-		c := get[*appsv1.Deployment](t, r, "Deployment", fullname+"-"+tt.component).Spec.Template.Spec.Containers[0]
-		if len(c.Ports) != 1 || c.Ports[0].Name != tt.port || c.Ports[0].ContainerPort != tt.number {
-			t.Errorf("%s ports %+v, want %s/%d", tt.component, c.Ports, tt.port, tt.number)
-		}
-		for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe, "startup": c.StartupProbe} {
-			want := map[string]string{"liveness": "/healthz", "readiness": "/readyz", "startup": "/healthz"}[name]
-			if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want || p.HTTPGet.Port != intstr.FromString(tt.port) {
-				t.Errorf("%s %s probe = %+v, want GET %s on %s", tt.component, name, p, want, tt.port)
-			}
-		}
-		svc := get[*corev1.Service](t, r, "Service", fullname+"-"+tt.component)
-		if svc.Spec.Ports[0].TargetPort != intstr.FromString(tt.port) {
-			t.Errorf("Service %s targets %v", svc.Name, svc.Spec.Ports[0].TargetPort)
-		}
 	}
 }
 
@@ -379,9 +373,14 @@ func TestMonitoring(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]string{"Service/" + fullname + "-receiver": "http", "Service/" + fullname + "-worker": "metrics"}
+	want := map[string]string{"Service/" + fullname + "-receiver-ops": "ops", "Service/" + fullname + "-worker-ops": "ops"}
 	if diff := cmp.Diff(want, scraped); diff != "" {
 		t.Errorf("scraped services (-want +got):\n%s", diff)
+	}
+	for _, ep := range sm.Spec.Endpoints {
+		if ep.Authorization != nil || ep.BasicAuth != nil || ep.BearerTokenSecret != nil {
+			t.Errorf("endpoint %s sends a credential although config.ops.metrics_auth is off", ep.Port)
+		}
 	}
 
 	pr := get[*monitoringv1.PrometheusRule](t, r, "PrometheusRule", fullname)
@@ -399,7 +398,7 @@ func TestMonitoring(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"MiitelCrmSyncDeadLetterGrowing", "MiitelCrmSyncQueueLatencyHigh", "MiitelCrmSyncCrmConnectionBroken", "MiitelCrmSyncReceiverErrors", "MiitelCrmSyncDeliveryFailing", "MiitelCrmSyncMappingRejected", "MiitelCrmSyncRedisUnreachable", "MiitelCrmSyncWorkerAbsent"} {
+	for _, want := range []string{"MiitelCrmSyncDeadLetterGrowing", "MiitelCrmSyncDeadLetterTrimmed", "MiitelCrmSyncQueueLatencyHigh", "MiitelCrmSyncCrmConnectionBroken", "MiitelCrmSyncConnectionCheckFailing", "MiitelCrmSyncReceiverErrors", "MiitelCrmSyncDeliveryFailing", "MiitelCrmSyncMappingRejected", "MiitelCrmSyncRedisUnreachable", "MiitelCrmSyncWorkerAbsent"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("alert %s missing from %v", want, alerts)
 		}
@@ -419,32 +418,64 @@ metrics:
 		exprs = append(exprs, rule.Expr.String())
 	}
 	all := strings.Join(exprs, "\n")
-	for _, want := range []string{"renamed_requests_total{", "renamed_broken{", "mcs_worker_tasks_total{", "mcs_mapping_file_valid{", "mcs_queue_scrape_ok{"} {
+	for _, want := range []string{"renamed_requests_total{", "renamed_broken{", "mcs_worker_tasks_total{", "mcs_mapping_file_valid{", "mcs_queue_scrape_ok{", "mcs_deadletter_trimmed_total{", "mcs_crm_check{"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("rules do not use %q:\n%s", want, all)
 		}
 	}
 }
 
+// peersByPort lists, per port name, who a NetworkPolicy admits there ("anyone" for a rule
+// without from).
+func peersByPort(np *networkingv1.NetworkPolicy) map[string][]string {
+	out := map[string][]string{}
+	for _, rule := range np.Spec.Ingress {
+		var peers []string
+		for _, p := range rule.From {
+			switch {
+			case p.NamespaceSelector != nil:
+				peers = append(peers, "namespace "+p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
+			case p.PodSelector != nil:
+				peers = append(peers, "pods "+p.PodSelector.MatchLabels["app.kubernetes.io/component"])
+			}
+		}
+		if len(rule.From) == 0 {
+			peers = []string{"anyone"}
+		}
+		for _, port := range rule.Ports {
+			out[port.Port.String()] = append(out[port.Port.String()], peers...)
+		}
+	}
+	return out
+}
+
 func TestNetworkPolicies(t *testing.T) {
 	r := mustRender(t, readValues(t, "ingress-hpa-servicemonitor-values.yaml"))
 	recv := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy", fullname+"-receiver")
-	from := recv.Spec.Ingress[0].From
-	var peers []string
-	for _, p := range from {
-		switch {
-		case p.NamespaceSelector != nil:
-			peers = append(peers, "namespace "+p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
-		case p.PodSelector != nil:
-			peers = append(peers, "pods "+p.PodSelector.MatchLabels["app.kubernetes.io/component"])
+	worker := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy", fullname+"-worker")
+	// The webhook port admits the ingress controller (and the test pod), never Prometheus;
+	// the ops port admits Prometheus (and the test pod), never the ingress controller.
+	want := map[string][]string{"http": {"namespace ingress-nginx", "pods test"}, "ops": {"namespace monitoring", "pods test"}}
+	if diff := cmp.Diff(want, peersByPort(recv)); diff != "" {
+		t.Errorf("receiver ingress (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string][]string{"ops": want["ops"]}, peersByPort(worker)); diff != "" {
+		t.Errorf("worker ingress (-want +got):\n%s", diff)
+	}
+	ops := mustRender(t, readValues(t, "ops-admin-monitoring-values.yaml"))
+	wantOps := []string{"namespace monitoring", "namespace ops-tools", "pods test"}
+	for _, c := range []string{"receiver", "worker"} {
+		got := peersByPort(get[*networkingv1.NetworkPolicy](t, ops, "NetworkPolicy", fullname+"-"+c))["ops"]
+		if !slices.Equal(got, wantOps) {
+			t.Errorf("%s ops port admits %v, want %v (metricsFrom, opsFrom, the test pod)", c, got, wantOps)
 		}
 	}
-	// The receiver's /metrics is on its webhook port: Prometheus must be let in there too,
-	// or the ServiceMonitor scrapes nothing and the receiver alerts never fire.
-	if want := []string{"namespace ingress-nginx", "namespace monitoring", "pods test"}; !slices.Equal(peers, want) {
-		t.Errorf("receiver ingress from %v, want %v", peers, want)
+	// With neither list, nothing in the cluster reaches the ops port (port-forward still does).
+	closed := mustRender(t, parseValues(t, "networkPolicy: {enabled: true}"))
+	if got := peersByPort(get[*networkingv1.NetworkPolicy](t, closed, "NetworkPolicy", fullname+"-worker"))["ops"]; !slices.Equal(got, []string{"pods test"}) {
+		t.Errorf("worker ops port with no metricsFrom/opsFrom admits %v, want the test pod only", got)
 	}
-	worker := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy", fullname+"-worker")
+
 	var httpsOut, redisOut bool
 	for _, e := range worker.Spec.Egress {
 		for _, p := range e.Ports {
@@ -483,9 +514,20 @@ func TestHelmTestHook(t *testing.T) {
 	if p.Annotations["helm.sh/hook"] != "test" {
 		t.Errorf("hook annotation %q", p.Annotations["helm.sh/hook"])
 	}
-	args := strings.Join(append(p.Spec.Containers[0].Command, p.Spec.Containers[0].Args...), " ")
-	if !strings.Contains(args, "--fail") || !strings.Contains(args, "http://"+fullname+"-receiver:80/readyz") {
-		t.Errorf("test pod runs %q, want a failing-on-error GET of the receiver Service's /readyz", args)
+	c := p.Spec.Containers[0]
+	var urls []string
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "http://") {
+			urls = append(urls, a)
+		}
+	}
+	want := []string{
+		"http://" + fullname + "-receiver:80/healthz",      // the public Service reaches the webhook port
+		"http://" + fullname + "-receiver-ops:9090/readyz", // both ops listeners serve and reach Redis
+		"http://" + fullname + "-worker-ops:9090/readyz",
+	}
+	if !slices.Equal(c.Command, []string{"curl"}) || !slices.Contains(c.Args, "--fail") || !slices.Contains(c.Args, "--fail-early") || !slices.Equal(urls, want) {
+		t.Errorf("test pod runs %q %q, want curl --fail --fail-early GETs of %v", c.Command, c.Args, want)
 	}
 	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("restartPolicy %s", p.Spec.RestartPolicy)

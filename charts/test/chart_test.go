@@ -268,7 +268,7 @@ func checkSecretsOutOfConfigMaps(t *testing.T, r *rendered, vals map[string]any)
 	})
 }
 
-var secretField = regexp.MustCompile(`(^|\.)(password|private_app_token|client_secret|refresh_token|private_key|value|bearer\[\d+\])$`)
+var secretField = regexp.MustCompile(`(^|\.)(password|private_app_token|client_secret|refresh_token|private_key|value|token|secret|bearer\[\d+\])$`)
 
 func walkSecretFields(t *testing.T, v any, path string, visit func(path string, v any)) {
 	t.Helper()

@@ -130,7 +130,7 @@ is not set. A reference is one of
 {{- fail (printf "miitel-crm-sync: %s: set either value or generate, not both" .path) -}}
 {{- end -}}
 {{- if and $ref.generate (not .generate) -}}
-{{- fail (printf "miitel-crm-sync: %s: generate is only for webhook credentials (routes[].auth); give a value or an existingSecret" .path) -}}
+{{- fail (printf "miitel-crm-sync: %s: generate is only for webhook and admin credentials (routes[].auth, admin); give a value or an existingSecret" .path) -}}
 {{- end -}}
 {{- if $ref.value -}}
 {{- toYaml (dict "path" .path "env" .env "name" (include "mcs.secretName" $root) "key" $key "value" (toString $ref.value) "chart" true) -}}
@@ -192,6 +192,19 @@ Output: YAML {entries: [...]}.
 {{- if $e }}{{ $out = append $out $e }}{{ end -}}
 {{- end -}}
 {{- end -}}
+{{- $admin := default dict .Values.admin -}}
+{{- range $i, $t := $admin.tokens -}}
+{{- $e = include "mcs.secretEntry" (dict "root" $root "ref" $t.token "path" (printf "admin.tokens[%d].token" $i) "env" (printf "MCS_SECRET_ADMIN_TOKEN_%d" $i) "key" (printf "admin-token-%d" $i) "generate" true) | fromYaml -}}
+{{- if $e }}{{ $out = append $out $e }}{{ end -}}
+{{- end -}}
+{{- range $i, $b := $admin.basic -}}
+{{- $e = include "mcs.secretEntry" (dict "root" $root "ref" $b.password "path" (printf "admin.basic[%d].password" $i) "env" (printf "MCS_SECRET_ADMIN_BASIC_%d" $i) "key" (printf "admin-basic-%d" $i) "generate" true) | fromYaml -}}
+{{- if $e }}{{ $out = append $out $e }}{{ end -}}
+{{- end -}}
+{{- /* The HMAC key of stored phone numbers: a key that changed would orphan every stored hash, so never generated. */ -}}
+{{- $ps := dig "status" "phone_search" "secret" nil (default dict .Values.config) -}}
+{{- $e = include "mcs.secretEntry" (dict "root" $root "ref" $ps "path" "config.status.phone_search.secret" "env" "MCS_SECRET_STATUS_PHONE_SEARCH" "key" "status-phone-search-secret") | fromYaml -}}
+{{- if $e }}{{ $out = append $out $e }}{{ end -}}
 {{- range $ci, $conn := .Values.connections -}}
 {{- $cs := include "mcs.envSuffix" $conn.name -}}
 {{- range $kind, $fields := include "mcs.connectionSecretFields" $root | fromYaml -}}
@@ -346,6 +359,31 @@ from the bundled StatefulSet or from redis.external, credentials come from the S
 {{- toYaml $out -}}
 {{- end -}}
 
+{{/*
+mcs.adminConfig is the admin: section of config.yaml: each credential as {env: VAR}, resolved
+from the chart's Secret or yours. Empty when no credential is listed.
+*/}}
+{{- define "mcs.adminConfig" -}}
+{{- $entries := .entries -}}
+{{- $admin := default dict .root.Values.admin -}}
+{{- $out := dict -}}
+{{- $list := list -}}
+{{- range $i, $t := $admin.tokens -}}
+{{- $ref := include "mcs.secretRefYaml" (dict "entries" $entries "path" (printf "admin.tokens[%d].token" $i)) | fromYaml -}}
+{{- if not $ref }}{{ fail (printf "miitel-crm-sync: admin.tokens[%d].token is not set" $i) }}{{ end -}}
+{{- $list = append $list (dict "token" $ref "role" $t.role) -}}
+{{- end -}}
+{{- if $list }}{{ $_ := set $out "tokens" $list }}{{ end -}}
+{{- $list = list -}}
+{{- range $i, $b := $admin.basic -}}
+{{- $ref := include "mcs.secretRefYaml" (dict "entries" $entries "path" (printf "admin.basic[%d].password" $i)) | fromYaml -}}
+{{- if not $ref }}{{ fail (printf "miitel-crm-sync: admin.basic[%d].password is not set" $i) }}{{ end -}}
+{{- $list = append $list (dict "username" $b.username "password" $ref "role" $b.role) -}}
+{{- end -}}
+{{- if $list }}{{ $_ := set $out "basic" $list }}{{ end -}}
+{{- if $out }}{{ toYaml $out }}{{ end -}}
+{{- end -}}
+
 {{/* mcs.connectionsConfig is the connections: section of config.yaml. */}}
 {{- define "mcs.connectionsConfig" -}}
 {{- $root := .root -}}
@@ -380,7 +418,7 @@ mcs.assertNoSecret fails when the config tree would carry a secret in clear text
 secret field must be {env: NAME} or {file: PATH}; the application refuses anything else too,
 but failing here keeps the value out of the ConfigMap (and out of the release history).
 */}}
-{{- define "mcs.secretFieldNames" -}}password private_app_token client_secret refresh_token private_key value{{- end -}}
+{{- define "mcs.secretFieldNames" -}}password private_app_token client_secret refresh_token private_key value token secret{{- end -}}
 
 {{- define "mcs.assertSecretForm" -}}
 {{- $v := .value -}}
@@ -444,14 +482,32 @@ extraConfig on top; the result is checked for clear-text secrets.
 {{- $_ = set $cfg "server" $server -}}
 {{- $_ = set $cfg "redis" (include "mcs.redisConfig" (dict "root" $root "entries" $entries) | fromYaml) -}}
 {{- $_ = set $cfg "queue" (deepCopy (default dict $v.config.queue)) -}}
+{{- if not (kindIs "invalid" $v.worker.metricsPort) -}}
+{{- fail "miitel-crm-sync: worker.metricsPort is gone: both components now serve /metrics, the probes and the admin API on the ops listener, whose port is ops.port (config ops.listen); set ops.port instead" -}}
+{{- end -}}
 {{- $worker := deepCopy (default dict $v.config.worker) -}}
-{{- $_ = set $worker "metrics_listen" (printf ":%d" (int $v.worker.metricsPort)) -}}
+{{- /* worker.metrics_listen is deprecated for ops.listen: the chart leaves it unset. */ -}}
 {{- $_ = set $worker "shutdown_timeout" (printf "%ds" (int $v.worker.shutdownTimeoutSeconds)) -}}
 {{- $_ = set $worker "hot_reload" (eq $v.mappings.hotReload true) -}}
 {{- $_ = set $cfg "worker" $worker -}}
 {{- $_ = set $cfg "routes" (include "mcs.routesConfig" (dict "root" $root "entries" $entries) | fromYamlArray) -}}
 {{- $conns := include "mcs.connectionsConfig" (dict "root" $root "entries" $entries) | fromYamlArray -}}
 {{- if $conns }}{{ $_ = set $cfg "connections" $conns }}{{ end -}}
+{{- $ops := deepCopy (default dict $v.config.ops) -}}
+{{- $_ = set $ops "listen" (printf ":%d" (int $v.ops.port)) -}}
+{{- $_ = set $cfg "ops" $ops -}}
+{{- $admin := include "mcs.adminConfig" (dict "root" $root "entries" $entries) | fromYaml -}}
+{{- if $admin }}{{ $_ = set $cfg "admin" $admin }}{{ end -}}
+{{- with $v.config.status -}}
+{{- $status := deepCopy . -}}
+{{- if $status.phone_search -}}
+{{- $ps := omit $status.phone_search "secret" -}}
+{{- with include "mcs.secretRefYaml" (dict "entries" $entries "path" "config.status.phone_search.secret") | fromYaml }}{{ $_ = set $ps "secret" . }}{{ end -}}
+{{- $_ = set $status "phone_search" $ps -}}
+{{- end -}}
+{{- $_ = set $cfg "status" $status -}}
+{{- end -}}
+{{- with $v.config.dead_letter }}{{ $_ = set $cfg "dead_letter" (deepCopy .) }}{{ end -}}
 {{- $cfg = mergeOverwrite $cfg (deepCopy (default dict $v.extraConfig)) -}}
 {{- include "mcs.assertNoSecrets" (dict "node" $cfg "path" "") -}}
 {{- toYaml $cfg -}}
@@ -498,8 +554,10 @@ checksum/secret: {{ include "mcs.secretChecksum" $root }}
 
 {{/*
 mcs.secretEnv: one env var per secret the component resolves, each from its Secret by key.
-The receiver gets the webhook credentials, the worker the CRM credentials, both Redis's: the
-internet-facing receiver never holds CRM tokens. Input: dict root, component.
+The receiver gets the webhook credentials, the worker the CRM credentials, both Redis's, the
+admin credentials (each serves the admin API on its ops port) and the phone-search key (both
+write call status): the internet-facing receiver never holds CRM tokens. Input: dict root,
+component.
 */}}
 {{- define "mcs.secretEnv" -}}
 {{- $component := .component -}}
@@ -556,4 +614,67 @@ component, spread (values), extra (raw constraints).
 {{- with .extra }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+mcs.scrapeAuth is the credential of the ServiceMonitor's endpoint: with config.ops.metrics_auth
+/metrics answers 401 without an admin credential, so Prometheus must send one, and the render
+fails when none is given rather than deploying a ServiceMonitor that scrapes nothing. Output:
+the endpoint's authorization: or basicAuth: field, or nothing.
+*/}}
+{{- define "mcs.scrapeAuth" -}}
+{{- $sm := .Values.metrics.serviceMonitor -}}
+{{- $authz := default dict $sm.authorization -}}
+{{- $basic := default dict $sm.basicAuth -}}
+{{- $on := eq (toString (dig "ops" "metrics_auth" false (default dict .Values.config))) "true" -}}
+{{- if and $authz $basic -}}
+{{- fail "miitel-crm-sync: metrics.serviceMonitor: set authorization or basicAuth, not both" -}}
+{{- end -}}
+{{- if and $on (not $authz) (not $basic) -}}
+{{- fail "miitel-crm-sync: config.ops.metrics_auth is on: give Prometheus an admin credential in metrics.serviceMonitor.authorization ({credentials: {key: admin-token-0}} for the chart's Secret) or metrics.serviceMonitor.basicAuth" -}}
+{{- end -}}
+{{- /* A credential without metrics_auth is sent and ignored: it lets you give Prometheus one before turning metrics_auth on. */ -}}
+{{- if $authz -}}
+{{- $cred := default dict $authz.credentials -}}
+{{- if not $cred.key -}}
+{{- fail "miitel-crm-sync: metrics.serviceMonitor.authorization.credentials.key is required (the Secret key holding an admin token)" -}}
+{{- end -}}
+{{- $name := $cred.name -}}
+{{- if not $name -}}
+{{- $name = include "mcs.secretName" . -}}
+{{- $known := list -}}
+{{- range (include "mcs.secretEntries" . | fromYaml).entries -}}
+{{- if and .chart (hasPrefix "admin.tokens[" .path) }}{{ $known = append $known .key }}{{ end -}}
+{{- end -}}
+{{- if not (has $cred.key $known) -}}
+{{- fail (printf "miitel-crm-sync: metrics.serviceMonitor.authorization.credentials.key %q is not an admin token of the chart's Secret (%s): name your own Secret, or use the key of an admin.tokens entry given as value or generate" $cred.key (ternary "it holds none" (join ", " $known) (empty $known))) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (dict "authorization" (dict "type" "Bearer" "credentials" (dict "name" $name "key" $cred.key))) -}}
+{{- else if $basic -}}
+{{- if not (and $basic.username $basic.password) -}}
+{{- fail "miitel-crm-sync: metrics.serviceMonitor.basicAuth needs both username and password ({name: SECRET, key: KEY} each)" -}}
+{{- end -}}
+{{- toYaml (dict "basicAuth" $basic) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mcs.checkOps fails the render on ops settings that would deploy something that cannot work:
+metrics_auth with no admin credential locks everyone out of /metrics, one port cannot hold
+both listeners, and a NetworkPolicy without metricsFrom shuts Prometheus out. Called from the
+ConfigMap, so it runs whatever else is enabled.
+*/}}
+{{- define "mcs.checkOps" -}}
+{{- $on := eq (toString (dig "ops" "metrics_auth" false (default dict .Values.config))) "true" -}}
+{{- $admin := default dict .Values.admin -}}
+{{- if and $on (not $admin.tokens) (not $admin.basic) -}}
+{{- fail "miitel-crm-sync: config.ops.metrics_auth is on but admin lists no credential: nobody, Prometheus included, could read /metrics; add admin.tokens (e.g. [{token: {generate: true}, role: read_only}])" -}}
+{{- end -}}
+{{- if eq (int .Values.ops.port) (int .Values.receiver.containerPort) -}}
+{{- fail (printf "miitel-crm-sync: ops.port and receiver.containerPort are both %d: the ops listener and the webhook port need a port each" (int .Values.ops.port)) -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.enabled .Values.metrics.serviceMonitor.enabled (not .Values.networkPolicy.metricsFrom) -}}
+{{- fail "miitel-crm-sync: networkPolicy.metricsFrom is empty while the ServiceMonitor is on: the NetworkPolicy admits only listed peers to the ops port, so Prometheus could not scrape; list its namespace or pods (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}])" -}}
+{{- end -}}
 {{- end -}}

@@ -1,7 +1,7 @@
 {{/*
 mcs.podTemplate is the pod template shared by the receiver and the worker: one image, the
 subcommand chosen per Deployment. Input: dict root, component ("receiver" | "worker"),
-values (that component's values), port (container port), portName, preStop (seconds).
+values (that component's values), ports (list of {name, port}), preStop (seconds).
 */}}
 {{- define "mcs.podTemplate" -}}
 {{- $root := .root -}}
@@ -46,9 +46,11 @@ spec:
         - {{ . | quote }}
         {{- end }}
       ports:
-        - name: {{ .portName }}
+        {{- range .ports }}
+        - name: {{ .name }}
           containerPort: {{ .port }}
           protocol: TCP
+        {{- end }}
       env:
         {{- with include "mcs.secretEnv" (dict "root" $root "component" $component) | trim }}
         {{- . | nindent 8 }}

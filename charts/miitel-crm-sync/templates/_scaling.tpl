@@ -111,3 +111,26 @@ spec:
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/*
+mcs.opsIngressRule: the ops port (metrics, probes, admin API) admits Prometheus
+(networkPolicy.metricsFrom), admins' tools (networkPolicy.opsFrom) and the `helm test` pod,
+and nothing else: never the ingress controller, whatever receiverFrom says. The kubelet's
+probes and kubectl port-forward do not pass through NetworkPolicies.
+*/}}
+{{- define "mcs.opsIngressRule" -}}
+{{- $np := .Values.networkPolicy -}}
+- ports:
+    - port: ops
+      protocol: TCP
+  from:
+    {{- with $np.metricsFrom }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    {{- with $np.opsFrom }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    - podSelector:
+        matchLabels:
+          {{- include "mcs.componentSelectorLabels" (dict "root" . "component" "test") | nindent 10 }}
+{{- end -}}
