@@ -101,6 +101,10 @@ type stackOptions struct {
 	maxRetry int
 	// workerConcurrency is worker.concurrency (default 4).
 	workerConcurrency int
+	// retryMax, when set, is both worker.retry_base and worker.retry_max: a failed call
+	// then stays in retry for that long, which a test that looks at it needs (the default
+	// 100ms..1s backoff has it bounce between retry and active).
+	retryMax time.Duration
 	// salesforceBatch is the sf connection's batch section, e.g. "{max_size: 200, linger:
 	// 10s}" (default: none, the built-in defaults).
 	salesforceBatch string
@@ -138,6 +142,10 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	if o.workerConcurrency == 0 {
 		o.workerConcurrency = 4
+	}
+	retryBase, retryMax := 100*time.Millisecond, time.Second
+	if o.retryMax > 0 {
+		retryBase, retryMax = o.retryMax, o.retryMax
 	}
 	s := &stack{redis: redistest.Start(t), hsContact: map[string]string{}, sfContact: map[string]string{}}
 	s.rdb = s.redis.Client()
@@ -208,8 +216,8 @@ queue: {name: %s, max_retry: %d, task_timeout: 30s}
 worker:
   concurrency: %d
   shutdown_timeout: 5s
-  retry_base: 100ms
-  retry_max: 1s
+  retry_base: %s
+  retry_max: %s
   poll_interval: 100ms
 ops: {listen: "127.0.0.1:0"}
 admin:
@@ -230,7 +238,7 @@ connections:
 %s  - name: sf
     type: salesforce
     salesforce:
-%s`, s.listen, s.redis.URL(), queueName, o.maxRetry, o.workerConcurrency, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
+%s`, s.listen, s.redis.URL(), queueName, o.maxRetry, o.workerConcurrency, retryBase, retryMax, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
 	return s
 }
 

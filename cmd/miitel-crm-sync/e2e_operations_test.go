@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/salesforce/salesforcefake"
 )
@@ -70,9 +71,9 @@ func (s *stack) callState(t *testing.T, id string) string {
 // the dead one is fixed and replayed by selector, idempotently, and a stored payload is
 // backfilled.
 func TestE2EStatusReplayAndBackfill(t *testing.T) {
-	// max_retry 25 with the harness's 1s backoff cap keeps the retrying call retrying for the
-	// whole test.
-	s := newStack(t, stackOptions{hubspotOAuth: true, maxRetry: 25})
+	// A 10-minute backoff keeps the retrying call in retry, between attempts, for the whole
+	// test; no other call here needs a second attempt.
+	s := newStack(t, stackOptions{hubspotOAuth: true, maxRetry: 25, retryMax: 10 * time.Minute})
 	s.start(t, "serve")
 	analysis := readSample(t, "call_analysis_completed/sample1.json")
 
