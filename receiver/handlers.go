@@ -349,27 +349,22 @@ func (r *Receiver) healthz(c *gin.Context) {
 // readyTimeout bounds the readiness PING: a probe must answer well within its own timeout.
 const readyTimeout = time.Second
 
-// readyz says whether Redis answers, so a receiver that could only answer 503 is taken out
-// of the Service's endpoints.
-func (r *Receiver) readyz(c *gin.Context) {
+// Ready says whether the receiver can acknowledge calls now (nil) or why not, so the ops
+// listener's /readyz takes a receiver that could only answer 503 out of the Service's
+// endpoints.
+func (r *Receiver) Ready(ctx context.Context) error {
 	d := min(readyTimeout, r.server.EnqueueTimeout)
-	_, err := bounded(c.Request.Context(), d, func(ctx context.Context) (string, error) {
+	_, err := bounded(ctx, d, func(ctx context.Context) (string, error) {
 		return r.rdb.Ping(ctx).Result()
 	})
-	if err != nil {
-		logOf(c).err = err
-		writeError(c, http.StatusServiceUnavailable, "unavailable", "redis is not reachable")
-		return
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("redis did not answer within %s", d)
+	default:
+		return fmt.Errorf("redis is not reachable: %w", err)
 	}
-	body := gin.H{"status": "ready"}
-	if r.detail != nil {
-		for k, v := range r.detail() {
-			if k != "status" {
-				body[k] = v
-			}
-		}
-	}
-	c.JSON(http.StatusOK, body)
 }
 
 // logRequests writes one log line per request after it is handled and counts webhook
@@ -390,9 +385,9 @@ func (r *Receiver) logRequests() gin.HandlerFunc {
 		}
 		level := slog.LevelDebug
 		switch {
-		case rl.route == "" && status >= 500: // /readyz while Redis is down: every probe
+		case rl.route == "" && status >= 500: // a panic outside the webhook routes
 			level = slog.LevelWarn
-		case rl.route == "":
+		case rl.route == "": // liveness probes and unknown paths
 		case status >= 500:
 			level = slog.LevelError
 		case status >= 400:

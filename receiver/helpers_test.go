@@ -114,7 +114,7 @@ func newHarnessOn(t testing.TB, rdb *redis.Client, opts ...harnessOption) *harne
 	o := Options{
 		Routes: testRoutes(), Server: testServer(), Queue: testQueueConfig(), Redis: rdb,
 		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Registerer: reg, Gatherer: reg, Now: func() time.Time { return fixedNow },
+		Registerer: reg, Now: func() time.Time { return fixedNow },
 	}
 	for _, f := range opts {
 		f(&o)

@@ -77,8 +77,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	})
 }
 
-// TestMetricsEndpoint scrapes /metrics after a few requests.
-func TestMetricsEndpoint(t *testing.T) {
+// TestMetrics gathers the receiver's metrics after a few requests.
+func TestMetrics(t *testing.T) {
 	h := newHarness(t)
 	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	h.post("/webhooks/miitel/seed", seed, nil)
@@ -99,7 +99,7 @@ mcs_receiver_requests_total{outcome="unauthorized",route="bearer",status="401"} 
 # TYPE mcs_receiver_enqueued_tasks_total counter
 mcs_receiver_enqueued_tasks_total{kind="analysis",route="seed"} 1
 `
-	if err := testutil.ScrapeAndCompare(h.http.URL+"/metrics", strings.NewReader(want),
+	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(want),
 		"mcs_receiver_requests_total", "mcs_receiver_enqueued_tasks_total"); err != nil {
 		t.Error(err)
 	}
@@ -109,6 +109,20 @@ mcs_receiver_enqueued_tasks_total{kind="analysis",route="seed"} 1
 	}
 	if n := testutil.CollectAndCount(h.r.m.enqueueDur); n != 1 {
 		t.Errorf("enqueue_duration series: %d", n)
+	}
+}
+
+// TestWebhookPortServesNoOps: the public port answers liveness and the webhook routes only;
+// readiness, metrics, pprof and the admin API are the ops listener's.
+func TestWebhookPortServesNoOps(t *testing.T) {
+	h := newHarness(t)
+	for _, path := range []string{"/readyz", "/metrics", "/admin/calls/x", "/admin/queues", "/debug/pprof/"} {
+		if code := get(t, h, path); code != http.StatusNotFound {
+			t.Errorf("GET %s on the webhook port: %d, want 404", path, code)
+		}
+	}
+	if code := get(t, h, "/healthz"); code != http.StatusOK {
+		t.Errorf("GET /healthz: %d", code)
 	}
 }
 
@@ -243,8 +257,8 @@ func TestEmbeddedRedis(t *testing.T) {
 	if a := h.postOK("/webhooks/miitel/seed", seed); a.Queued != 1 {
 		t.Fatalf("re-send after dead letter: %+v", a)
 	}
-	if code := get(t, h, "/readyz"); code != http.StatusOK {
-		t.Errorf("/readyz: %d", code)
+	if err := h.r.Ready(context.Background()); err != nil {
+		t.Errorf("Ready: %v", err)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -27,19 +26,15 @@ type Options struct {
 	Routes []config.Route
 	Server config.Server
 	Queue  config.Queue
-	// Redis is the one client the queue, the ledger and /readyz use: a standalone, Sentinel
+	// Redis is the one client the queue, the ledger and Ready use: a standalone, Sentinel
 	// or Cluster client, or one on the embedded in-process Redis.
 	Redis  redis.UniversalClient
 	Logger *slog.Logger
-	// Registerer receives the receiver's metrics and Gatherer serves /metrics. Both nil: a
-	// private registry for both.
+	// Registerer receives the receiver's metrics; the process's ops listener serves them
+	// (never the webhook port). Nil: a private registry, metrics count but are not exported.
 	Registerer prometheus.Registerer
-	Gatherer   prometheus.Gatherer
 	// Now stamps Event.ReceivedAt; nil means time.Now.
 	Now func() time.Time
-	// ReadyDetail, when set, adds its entries to the /readyz body while ready (serve: the
-	// worker's connection check). It never changes the status code.
-	ReadyDetail func() map[string]any
 }
 
 // Receiver is the webhook HTTP service.
@@ -56,7 +51,6 @@ type Receiver struct {
 	m       *metrics
 	now     func() time.Time
 	handler http.Handler
-	detail  func() map[string]any
 
 	onAdmit func() // test hook: a request was charged against the in-flight budget
 }
@@ -132,18 +126,9 @@ func New(opts Options) (*Receiver, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
 
-	reg, gath := opts.Registerer, opts.Gatherer
-	if reg == nil && gath == nil {
-		r := prometheus.NewRegistry()
-		reg, gath = r, r
-	} else if reg == nil {
+	reg := opts.Registerer
+	if reg == nil {
 		reg = prometheus.NewRegistry() // metrics still count, just unexported
-	} else if gath == nil {
-		if g, ok := reg.(prometheus.Gatherer); ok {
-			gath = g
-		} else {
-			gath = prometheus.NewRegistry()
-		}
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -167,15 +152,13 @@ func New(opts Options) (*Receiver, error) {
 		log:      log,
 		m:        m,
 		now:      now,
-		detail:   opts.ReadyDetail,
 	}
 
 	engine.Use(r.logRequests(), r.recoverPanics())
 	engine.POST("/webhooks/miitel/:route", r.webhook)
+	// The public port answers liveness only: readiness, metrics and the admin API are on
+	// the ops listener (ops.listen), which need not be reachable from the internet.
 	engine.GET("/healthz", r.healthz)
-	engine.GET("/readyz", r.readyz)
-	metricsHandler := promhttp.HandlerFor(gath, promhttp.HandlerOpts{})
-	engine.GET("/metrics", gin.WrapH(metricsHandler))
 	engine.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, "not_found", "no such path") })
 	engine.NoMethod(func(c *gin.Context) {
 		writeError(c, http.StatusMethodNotAllowed, "method_not_allowed", "method "+c.Request.Method+" not allowed")
@@ -184,7 +167,7 @@ func New(opts Options) (*Receiver, error) {
 	return r, nil
 }
 
-// Handler is the receiver's HTTP handler: the webhook routes, /healthz, /readyz, /metrics.
+// Handler is the receiver's HTTP handler: the webhook routes and /healthz.
 func (r *Receiver) Handler() http.Handler { return r.handler }
 
 // Run listens on Server.Listen and serves until ctx is done, then shuts down gracefully.

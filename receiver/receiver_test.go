@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io/fs"
@@ -238,12 +239,8 @@ func TestChallengeWithRedisDown(t *testing.T) {
 	}
 	assertErrorBody(t, body, "unavailable", "the queue is unavailable; nothing of this request is acknowledged, send it again")
 
-	resp, _ = h.post("/readyz", nil, nil)
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST /readyz: %d, want 405", resp.StatusCode)
-	}
-	if code := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
-		t.Errorf("/readyz with redis down: %d", code)
+	if err := h.r.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "redis is not reachable") {
+		t.Errorf("Ready with redis down: %v", err)
 	}
 	if code := get(t, h, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz with redis down: %d", code)
@@ -257,8 +254,8 @@ func TestChallengeWithRedisDown(t *testing.T) {
 	if n := len(h.pending()); n != 1 {
 		t.Errorf("after recovery %d tasks queued, want 1", n)
 	}
-	if code := get(t, h, "/readyz"); code != http.StatusOK {
-		t.Errorf("/readyz after recovery: %d", code)
+	if err := h.r.Ready(context.Background()); err != nil {
+		t.Errorf("Ready after recovery: %v", err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
 )
 
@@ -27,6 +28,8 @@ type Renderer interface {
 type Route struct {
 	Mapping   func() Renderer
 	Connector crm.Connector
+	// Connection names the connector in metrics ("dryrun" for a route without one).
+	Connection string
 }
 
 // PipelineOptions is what NewPipeline needs.
@@ -56,6 +59,10 @@ type Pipeline struct {
 	log        *slog.Logger
 	stateBytes prometheus.Histogram
 	skipped    prometheus.Counter
+	// contacts and owners count what the delivered records' lookups matched, by connection
+	// and outcome (found, none, skipped, assumed): a rise of "none" is calls landing on no
+	// contact, or without their rep as owner.
+	contacts, owners *prometheus.CounterVec
 }
 
 // NewPipeline builds the delivery pipeline.
@@ -78,9 +85,17 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 			Name: "mcs_worker_skipped_total",
 			Help: "Call details a mapping's when-rule skipped.",
 		}),
+		contacts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcs_worker_contact_match_total",
+			Help: "Delivered call details by what their contact lookup found: found, none (no or several matches under on_multiple: skip), skipped (no lookup or no number), assumed (dry run).",
+		}, []string{"connection", "outcome"}),
+		owners: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcs_worker_owner_match_total",
+			Help: "Delivered call details by what their owner lookup found: found, none (no CRM user with the rep's e-mail), skipped, assumed (dry run).",
+		}, []string{"connection", "outcome"}),
 	}
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(p.stateBytes, p.skipped)
+		o.Registerer.MustRegister(p.stateBytes, p.skipped, p.contacts, p.owners)
 	}
 	return p
 }
@@ -140,6 +155,9 @@ func (p *Pipeline) Process(ctx context.Context, ev *miitel.Event) error {
 		return err
 	}
 	att.noteDelivered(res)
+	contact, owner := callstatus.Matches(rec, res)
+	p.contacts.WithLabelValues(rt.Connection, string(contact.Match)).Inc()
+	p.owners.WithLabelValues(rt.Connection, string(owner.Match)).Inc()
 	if err := p.state.saveWritten(ctx, ev.Route, ev.Detail.ID, lengths, p.writtenTTL); err != nil {
 		return err
 	}

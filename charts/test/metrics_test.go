@@ -25,17 +25,7 @@ import (
 // pendingMetrics are metrics the dashboard or alerts use that other branches are adding to
 // the service, with their type and label names. Each fails TestPendingMetricsStillPending
 // once metrics.golden has it: then delete it here, so the list only holds what is on its way.
-var pendingMetrics = map[string]metricInfo{
-	// worker/deadletter registers these; the worker's ops wiring (issue 10) registers the
-	// dead letter in the process.
-	"mcs_deadletter_entries":       {typ: "gauge", labels: []string{"queue"}},
-	"mcs_deadletter_bytes":         {typ: "gauge", labels: []string{"queue"}},
-	"mcs_deadletter_trimmed_total": {typ: "counter", labels: []string{"reason"}},
-	// Contact and owner match outcomes of delivered calls (found, none, skipped, assumed),
-	// which today only the "call delivered" log line carries.
-	"mcs_worker_contact_match_total": {typ: "counter", labels: []string{"connection", "outcome"}},
-	"mcs_worker_owner_match_total":   {typ: "counter", labels: []string{"connection", "outcome"}},
-}
+var pendingMetrics = map[string]metricInfo{}
 
 // targetLabels are the labels Prometheus (through the ServiceMonitor) puts on every series.
 var targetLabels = []string{"namespace", "job", "pod", "service", "instance", "endpoint", "container"}

@@ -342,9 +342,6 @@ func (c *connChecks) results() any {
 	return slices.Clone(c.last)
 }
 
-// readyDetail is what the receiver adds to its /readyz body in `serve`.
-func (c *connChecks) readyDetail() map[string]any { return map[string]any{"checks": c.results()} }
-
 // logRecordKeys says, at worker start, which field each route's upserts are keyed by: the
 // field the route's mapping names in external_id.field wins for that route; without one
 // the connection's key is used. When both are set and differ, a warning names both.

@@ -333,8 +333,8 @@ func TestConnChecksPublishFailures(t *testing.T) {
 	if testutil.ToFloat64(c.gauge.WithLabelValues("sf", crm.CheckRecordKey)) != 0 || testutil.ToFloat64(c.gauge.WithLabelValues("sf", crm.CheckToken)) != -1 {
 		t.Error("fail is not 0 or unknown is not -1")
 	}
-	b, _ := json.Marshal(c.readyDetail())
-	if string(b) != `{"checks":[{"connection":"sf","check":"record_key","status":"fail"},{"connection":"sf","check":"token","status":"unknown"}]}` {
+	b, _ := json.Marshal(c.results())
+	if string(b) != `[{"connection":"sf","check":"record_key","status":"fail"},{"connection":"sf","check":"token","status":"unknown"}]` {
 		t.Errorf("readyz detail %s", b)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -104,9 +105,9 @@ func newOperations(d opsDeps) (*operations, error) {
 
 // opsServer is the process's ops listener (ops.listen): probes, metrics, the admin API and
 // pprof, apart from the webhook port.
-func (o *operations) opsServer(cfg *config.Config, rdb redis.UniversalClient, g prometheus.Gatherer, log *slog.Logger, checks func() any) (*worker.Ops, error) {
+func (o *operations) opsServer(cfg *config.Config, rdb redis.UniversalClient, g prometheus.Gatherer, log *slog.Logger, checks func() any, ready func(context.Context) error) (*worker.Ops, error) {
 	oo := worker.OpsOptions{
-		Addr: cfg.Ops.Listen, Redis: rdb, Gatherer: g,
+		Addr: cfg.Ops.Listen, Redis: rdb, Gatherer: g, Ready: ready,
 		ShutdownTimeout: max(cfg.Server.ShutdownTimeout, cfg.Worker.ShutdownTimeout), Logger: log.With("component", "ops"),
 		Checks: checks, MetricsAuth: cfg.Ops.MetricsAuth, Pprof: cfg.Ops.Pprof,
 	}

@@ -94,6 +94,9 @@ func runProcess(ctx context.Context, o *processOptions) error {
 	// The connection check's results go into /readyz: the receiver's in serve, the ops
 	// server's in a worker-only process. Built first, filled once the connectors exist.
 	var checks *connChecks
+	// ready is the receiver's readiness (can it acknowledge calls?) where there is one; a
+	// worker-only process is ready while Redis answers.
+	var ready func(context.Context) error
 	if role.Worker {
 		if checks, err = newConnChecks(cfg.Worker.CheckInterval, log.With("component", "check"), reg); err != nil {
 			return err
@@ -102,15 +105,13 @@ func runProcess(ctx context.Context, o *processOptions) error {
 	if role.Receiver {
 		ro := receiver.Options{
 			Routes: cfg.Routes, Server: cfg.Server, Queue: cfg.Queue, Redis: rdb,
-			Logger: log.With("component", "receiver"), Registerer: reg, Gatherer: reg,
-		}
-		if checks != nil {
-			ro.ReadyDetail = checks.readyDetail
+			Logger: log.With("component", "receiver"), Registerer: reg,
 		}
 		rcv, err := receiver.New(ro)
 		if err != nil {
 			return configError(err)
 		}
+		ready = rcv.Ready
 		parts = append(parts, func() error { return rcv.Run(ctx) })
 	}
 	deps := opsDeps{cfg: cfg, rdb: rdb, log: log, serveAdmin: true}
@@ -153,7 +154,7 @@ func runProcess(ctx context.Context, o *processOptions) error {
 	if checks != nil {
 		checkResults = checks.results
 	}
-	srv, err := ops.opsServer(cfg, rdb, reg, log, checkResults)
+	srv, err := ops.opsServer(cfg, rdb, reg, log, checkResults, ready)
 	if err != nil {
 		return err
 	}

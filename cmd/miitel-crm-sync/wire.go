@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -78,7 +79,7 @@ func newDelivery(ctx context.Context, cfg *config.Config, build connectorBuilder
 			d.watchers = append(d.watchers, store)
 		}
 		d.mappings[r.Name] = get
-		routes[r.Name] = worker.Route{Mapping: func() worker.Renderer { return get() }, Connector: conn}
+		routes[r.Name] = worker.Route{Mapping: func() worker.Renderer { return get() }, Connector: conn, Connection: cmp.Or(r.Connection, "dryrun")}
 	}
 	d.proc = worker.NewPipeline(worker.PipelineOptions{
 		Redis: rdb, Routes: routes,

@@ -73,6 +73,7 @@ type Store struct {
 	maxEv  int
 
 	trimmed         *prometheus.CounterVec
+	recorded        *prometheus.CounterVec
 	entries, nbytes *prometheus.Desc
 }
 
@@ -97,6 +98,10 @@ func New(rdb redis.UniversalClient, o Options) (*Store, error) {
 			Name: "mcs_deadletter_trimmed_total",
 			Help: "Dead-letter entries removed before anyone resolved them, by reason: age (dead_letter.retention), entries (max_entries) or bytes (max_bytes). Any increase means dead calls were forgotten.",
 		}, []string{"reason"}),
+		recorded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcs_deadletter_recorded_total",
+			Help: "Call details that went dead, by connection and error class (permanent: the CRM refused the record; transient: retries ran out; broken, throttled), each time one goes dead.",
+		}, []string{"connection", "class"}),
 		entries: prometheus.NewDesc("mcs_deadletter_entries", "Call details in the dead letter now (dead and not delivered since).", []string{"queue"}, nil),
 		nbytes:  prometheus.NewDesc("mcs_deadletter_bytes", "Size of the dead letter as counted against dead_letter.max_bytes: compressed events, metadata and Redis's overhead per entry.", []string{"queue"}, nil),
 	}
@@ -120,6 +125,9 @@ func New(rdb redis.UniversalClient, o Options) (*Store, error) {
 	}
 	if o.Registerer != nil {
 		if err := o.Registerer.Register(s.trimmed); err != nil {
+			return nil, fmt.Errorf("deadletter: register metrics: %w", err)
+		}
+		if err := o.Registerer.Register(s.recorded); err != nil {
 			return nil, fmt.Errorf("deadletter: register metrics: %w", err)
 		}
 		if err := o.Registerer.Register(collector{s, o.Queue}); err != nil {
@@ -258,6 +266,7 @@ func (s *Store) Record(ctx context.Context, d Death) error {
 		return fmt.Errorf("deadletter: record %s: %w", m, err)
 	}
 	s.countTrimmed(res)
+	s.recorded.WithLabelValues(e.Connection, e.Error.Class).Inc()
 	return nil
 }
 

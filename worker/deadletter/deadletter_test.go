@@ -175,6 +175,10 @@ func TestDyingAgainUpdatesTheOneEntry(t *testing.T) {
 	if got, _ := f.s.Bytes(ctx); got != int64(e.Bytes) {
 		t.Errorf("bytes = %d after an update, want the entry's %d (no double count)", got, e.Bytes)
 	}
+	// The counter counts deaths (each one went dead), the entries count details.
+	if n := testutil.ToFloat64(f.s.recorded.WithLabelValues(e.Connection, "permanent")) + testutil.ToFloat64(f.s.recorded.WithLabelValues(e.Connection, "transient")); n != 2 {
+		t.Errorf("mcs_deadletter_recorded_total = %v, want 2 deaths", n)
+	}
 }
 
 func TestResolve(t *testing.T) {
