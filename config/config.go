@@ -75,6 +75,13 @@ type Redis struct {
 	DialTimeout  time.Duration `yaml:"dial_timeout" json:"dial_timeout"`
 	ReadTimeout  time.Duration `yaml:"read_timeout" json:"read_timeout"`
 	WriteTimeout time.Duration `yaml:"write_timeout" json:"write_timeout"`
+	// AckReplicas is how many replicas must hold a queued call (Redis WAIT on the connection
+	// that wrote it) before the receiver answers 2xx, and before the worker trusts its
+	// exactly-once bookkeeping: "auto" (the replicas the master reports; none on a
+	// standalone Redis) or a number, 0 off. Too few within AckTimeout: 503, never a 2xx.
+	AckReplicas AckReplicas `yaml:"ack_replicas" json:"ack_replicas" env:"MCS_REDIS_ACK_REPLICAS"`
+	// AckTimeout bounds that wait.
+	AckTimeout time.Duration `yaml:"ack_timeout" json:"ack_timeout" env:"MCS_REDIS_ACK_TIMEOUT"`
 }
 
 // Sentinel is a Redis Sentinel deployment.

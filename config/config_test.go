@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -98,6 +99,9 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 		{"wrong type", "worker:\n  concurrency: many\n", "cfg.yaml:2:16:"},
 		{"bad duration", "queue:\n  dedupe_window: forever\n", "cfg.yaml:2:18:"},
 		{"duplicate key", "log:\n  level: info\n  level: warn\n", "cfg.yaml:3:3:"},
+		{"negative ack_replicas", "redis:\n  ack_replicas: -1\n", "cfg.yaml:2:17: want auto or a number of replicas"},
+		{"ack_replicas word", "redis:\n  ack_replicas: all\n", "cfg.yaml:2:17: want auto or a number of replicas"},
+		{"ack_timeout past the enqueue timeout", "server: {enqueue_timeout: 1s}\nredis:\n  ack_timeout: 2s\n", "cfg.yaml:3:16: redis.ack_timeout: must be below server.enqueue_timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,6 +118,40 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 				t.Errorf("error = %q, want prefix %q", msg, tc.want)
 			}
 		})
+	}
+}
+
+// redis.ack_replicas: auto by default, a number, or auto from the environment; the effective
+// configuration shows "auto", not -1.
+func TestAckReplicas(t *testing.T) {
+	load := func(yaml string, env map[string]string) *Config {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "cfg.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Load(path, envMap(env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	if c := load("routes: [{name: open, auth: {insecure: true}}]\n", nil); c.Redis.AckReplicas != AckAuto || c.Redis.AckTimeout != 300*time.Millisecond {
+		t.Errorf("defaults: %v %v, want auto 300ms", c.Redis.AckReplicas, c.Redis.AckTimeout)
+	}
+	if c := load("routes: [{name: open, auth: {insecure: true}}]\nredis: {ack_replicas: 2, ack_timeout: 1s}\n", nil); c.Redis.AckReplicas != 2 || c.Redis.AckTimeout != time.Second {
+		t.Errorf("set: %v %v", c.Redis.AckReplicas, c.Redis.AckTimeout)
+	}
+	if c := load("routes: [{name: open, auth: {insecure: true}}]\nredis: {ack_replicas: 0}\n", nil); c.Redis.AckReplicas != 0 {
+		t.Errorf("0: %v", c.Redis.AckReplicas)
+	}
+	c := load("routes: [{name: open, auth: {insecure: true}}]\nredis: {ack_replicas: 1}\n", map[string]string{"MCS_REDIS_ACK_REPLICAS": "auto"})
+	if c.Redis.AckReplicas != AckAuto {
+		t.Errorf("from the environment: %v", c.Redis.AckReplicas)
+	}
+	b, _ := json.Marshal(c.Redis)
+	if !strings.Contains(string(b), `"ack_replicas":"auto"`) {
+		t.Errorf("effective config: %s", b)
 	}
 }
 

@@ -44,6 +44,10 @@ func Default() *Config {
 			DialTimeout:  2 * time.Second,
 			ReadTimeout:  3 * time.Second,
 			WriteTimeout: 3 * time.Second,
+			AckReplicas:  AckAuto,
+			// A replica on the same network acknowledges in well under a millisecond;
+			// 300ms rides out a replica's brief stall without holding MiiTel long.
+			AckTimeout: 300 * time.Millisecond,
 		},
 		Queue: Queue{
 			Name:         "miitel",

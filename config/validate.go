@@ -221,6 +221,10 @@ func (c *Config) validateServer(errs *ErrorList) {
 
 func (c *Config) validateRedis(errs *ErrorList) {
 	r := c.Redis
+	positive(errs, "redis.ack_timeout", r.AckTimeout)
+	if r.AckTimeout >= c.Server.EnqueueTimeout && c.Server.EnqueueTimeout > 0 {
+		errs.at("redis.ack_timeout", "must be below server.enqueue_timeout (%s), which bounds the enqueue and the wait together", c.Server.EnqueueTimeout)
+	}
 	set := 0
 	if r.URL != "" {
 		set++
