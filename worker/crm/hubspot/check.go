@@ -2,6 +2,7 @@ package hubspot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -172,8 +173,15 @@ func (c *Connector) tokenFailure(err error, line lineFunc) crm.CheckResult {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
 		code := re.ErrorCode
-		if code == "" {
-			code = crm.Snippet(string(re.Body), 200)
+		if code == "" { // the v1 endpoint: {"status":"BAD_CLIENT_ID","message":...}
+			var v1 struct{ Status, Message string }
+			if json.Unmarshal(re.Body, &v1) == nil && v1.Status != "" {
+				code = v1.Status + ": " + crm.Snippet(v1.Message, 200)
+			} else {
+				code = crm.Snippet(string(re.Body), 200)
+			}
+		} else if re.ErrorDescription != "" {
+			code += ": " + crm.Snippet(re.ErrorDescription, 200)
 		}
 		fix := "check hubspot.client_id and client_secret against the app's Auth page, and token_url; see " + DocOAuthApp
 		if crm.IsRevoked(err) {
