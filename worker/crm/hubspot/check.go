@@ -275,15 +275,9 @@ func (c *Connector) checkOwner(ctx context.Context, email string, line lineFunc)
 	if email == "" {
 		return line(crm.CheckOwnerLookup, crm.CheckSkipped, "no owner e-mail to look up (connections[].check.owner_email)", "")
 	}
-	var out struct {
-		Results []struct {
-			ID       string `json:"id"`
-			Email    string `json:"email"`
-			Archived bool   `json:"archived"`
-		} `json:"results"`
-	}
 	// Asked, not taken from the lookup cache: the check is about the lookup working now.
-	if _, err := c.api.Do(ctx, OwnerRequest(email), &out); err != nil {
+	id, err := c.findOwner(ctx, email)
+	if err != nil {
 		if refused(err) {
 			r := line(crm.CheckOwnerLookup, crm.CheckFail, "the owner lookup was refused: "+reason(err), "")
 			if missingScopes(err) {
@@ -293,10 +287,8 @@ func (c *Connector) checkOwner(ctx context.Context, email string, line lineFunc)
 		}
 		return line(crm.CheckOwnerLookup, crm.CheckUnknown, "the owner lookup failed: "+reason(err), "")
 	}
-	for _, o := range out.Results {
-		if !o.Archived && strings.EqualFold(o.Email, email) {
-			return line(crm.CheckOwnerLookup, crm.CheckPass, fmt.Sprintf("owner %s has the e-mail %s", o.ID, email), "")
-		}
+	if id != "" {
+		return line(crm.CheckOwnerLookup, crm.CheckPass, fmt.Sprintf("owner %s has the e-mail %s", id, email), "")
 	}
 	return line(crm.CheckOwnerLookup, crm.CheckFail, "no HubSpot user (owner) has the e-mail "+email,
 		"the rep's HubSpot user must have the rep's MiiTel login e-mail (calls of reps without one have no owner); see "+DocOwners)
@@ -352,4 +344,25 @@ func (c *Connector) recordKeyFound() {
 	if c.unique != "" && c.broken.Clear(c.recordKeyReason()) {
 		c.log.Info("hubspot: the unique property works again; delivering", "property", c.unique)
 	}
+}
+
+// findOwner asks HubSpot for the active owner with e-mail email ("" when none): the
+// deliveries' owner lookup (through the cache) and the check's.
+func (c *Connector) findOwner(ctx context.Context, email string) (string, error) {
+	var out struct {
+		Results []struct {
+			ID       string `json:"id"`
+			Email    string `json:"email"`
+			Archived bool   `json:"archived"`
+		} `json:"results"`
+	}
+	if _, err := c.api.Do(ctx, OwnerRequest(email), &out); err != nil {
+		return "", err
+	}
+	for _, o := range out.Results {
+		if !o.Archived && strings.EqualFold(o.Email, email) {
+			return o.ID, nil
+		}
+	}
+	return "", nil
 }

@@ -314,22 +314,7 @@ func (c *Connector) forgetStaleContact(ctx context.Context, rec *mappers.Record,
 
 func (c *Connector) owner(ctx context.Context, email string) (string, error) {
 	return c.lookups.Resolve(ctx, crm.LookupOwner, strings.ToLower(email), func(ctx context.Context) (string, error) {
-		var out struct {
-			Results []struct {
-				ID       string `json:"id"`
-				Email    string `json:"email"`
-				Archived bool   `json:"archived"`
-			} `json:"results"`
-		}
-		if _, err := c.api.Do(ctx, OwnerRequest(email), &out); err != nil {
-			return "", err
-		}
-		for _, o := range out.Results {
-			if !o.Archived && strings.EqualFold(o.Email, email) {
-				return o.ID, nil
-			}
-		}
-		return "", nil
+		return c.findOwner(ctx, email)
 	})
 }
 
