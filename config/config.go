@@ -198,9 +198,9 @@ type Connection struct {
 	LookupTTL time.Duration `yaml:"lookup_ttl" json:"lookup_ttl"`
 	MissTTL   time.Duration `yaml:"miss_ttl" json:"miss_ttl"`
 	// RecordURL is the link to a written activity that call status shows, a template with
-	// {id} (the CRM record id) and what the connector knows ({portal_id} for HubSpot,
+	// {id} (the CRM record id) and what the connector knows ({portal_id} and {ui_domain} for HubSpot,
 	// {instance_url} for Salesforce). Empty: the connector's default (HubSpot
-	// https://app.hubspot.com/contacts/{portal_id}/record/0-48/{id}, whose path HubSpot does not
+	// https://{ui_domain}/contacts/{portal_id}/record/0-48/{id}, whose path HubSpot does not
 	// document; Salesforce {instance_url}/lightning/r/Task/{id}/view).
 	RecordURL string `yaml:"record_url" json:"record_url,omitempty"`
 	// Check configures the connection check (`miitel-crm-sync check`, and at worker start).

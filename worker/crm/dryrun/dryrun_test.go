@@ -133,6 +133,9 @@ func TestHubSpotRequestsMatchConnector(t *testing.T) {
 	}
 	var sent []Request
 	for _, r := range fake.Requests() {
+		if r.Route == "GET /account-info/v3/details" {
+			continue // read once per connector for the record link, not a request of the call
+		}
 		u := fake.URL + r.Path
 		if len(r.Query) > 0 {
 			u += "?" + r.Query.Encode()

@@ -28,21 +28,20 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
 )
 
-// Defaults from HubSpot's documentation.
+// Defaults from HubSpot's documentation, for a zero the connector is handed directly
+// (config.Load fills them in first). config owns them: one source of truth.
 const (
-	DefaultBaseURL  = "https://api.hubapi.com"
-	DefaultTokenURL = "https://api.hubapi.com/oauth/v1/token" // v1 sunsets 2027-02-16: /oauth/2026-03/token
-	DefaultAuthURL  = "https://app.hubspot.com/oauth/authorize"
-	// Private apps get 100 (Free/Starter) to 190 (Pro/Enterprise) requests per 10 s, OAuth
-	// apps 110; the lower figures are the safe defaults.
-	DefaultPrivateAppRequests = 100
-	DefaultOAuthRequests      = 110
-	DefaultSearchPerSecond    = 5
+	DefaultBaseURL            = config.HubSpotBaseURL
+	DefaultTokenURL           = config.HubSpotTokenURL // v1 sunsets 2027-02-16: /oauth/2026-03/token
+	DefaultAuthURL            = config.HubSpotAuthURL
+	DefaultPrivateAppRequests = config.HubSpotPrivateAppRequests
+	DefaultOAuthRequests      = config.HubSpotOAuthRequests
+	DefaultSearchPerSecond    = config.HubSpotSearchPerSecond
 )
 
 // DefaultScopes are what the connector needs: calls are written with the contacts scopes,
 // owners are read with crm.objects.owners.read.
-var DefaultScopes = []string{"crm.objects.contacts.read", "crm.objects.contacts.write", "crm.objects.owners.read"}
+var DefaultScopes = config.HubSpotScopes()
 
 // Options build a Connector: the connector options every CRM takes, and HubSpot's own.
 type Options struct {
@@ -60,6 +59,14 @@ type Connector struct {
 	ids     *crm.IDMap
 	unique  string
 	log     *slog.Logger
+
+	// For the check (check.go) and the record links (recordurl.go).
+	tokens    crm.TokenProvider
+	oauth     bool   // an OAuth app (refresh token), not a private-app token
+	privToken string // the private-app token, for its token info
+	broken    *crm.BrokenState
+	recordURL string
+	account   account
 }
 
 // OAuthConfig is the x/oauth2 config of a HubSpot OAuth app: form-encoded client
@@ -110,6 +117,7 @@ func New(o Options) (*Connector, error) {
 		base = &http.Client{Timeout: 30 * time.Second}
 	}
 
+	broken := crm.NewBrokenState(name, m)
 	var tokens crm.TokenProvider
 	reauth := func(*http.Response, []byte) crm.Reauth { return crm.KeepToken }
 	requests := DefaultPrivateAppRequests
@@ -128,7 +136,7 @@ func New(o Options) (*Connector, error) {
 			Connection: name, Redis: o.Redis, Fetch: tokenFetch, UsesRefreshToken: true,
 			InitialRefreshToken: h.RefreshToken.Value(),
 			Credentials:         h.ClientID + "\x00" + h.ClientSecret.Value() + "\x00" + cfg.Endpoint.TokenURL,
-			Logger:              log, Metrics: m,
+			Logger:              log, Metrics: m, Broken: broken,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("hubspot: %w", err)
@@ -187,6 +195,14 @@ func New(o Options) (*Connector, error) {
 		ids:     crm.NewIDMap(o.Redis, name, o.IDMapTTL, o.SearchLag),
 		unique:  h.UniqueProperty,
 		log:     log,
+
+		tokens:    tokens,
+		oauth:     !static,
+		broken:    broken,
+		recordURL: cmp.Or(o.Connection.RecordURL, DefaultRecordURL),
+	}
+	if static {
+		c.privToken = h.PrivateAppToken.Value()
 	}
 	return c, nil
 }
@@ -267,12 +283,14 @@ func (c *Connector) Deliver(ctx context.Context, rec *mappers.Record) (crm.Resul
 	}
 	if c.unique != "" {
 		res.ID, res.Created, err = c.upsertUnique(ctx, rec, props, res.ContactID)
+		err = c.recordKeyOutcome(ctx, err)
 	} else {
 		res.ID, res.Created, err = c.upsertMapped(ctx, rec, props, res.ContactID)
 	}
 	if err != nil {
 		return res, c.forgetStaleContact(ctx, rec, err)
 	}
+	res.URL = c.recordLink(ctx, res.ID)
 	return res, nil
 }
 
@@ -296,22 +314,7 @@ func (c *Connector) forgetStaleContact(ctx context.Context, rec *mappers.Record,
 
 func (c *Connector) owner(ctx context.Context, email string) (string, error) {
 	return c.lookups.Resolve(ctx, crm.LookupOwner, strings.ToLower(email), func(ctx context.Context) (string, error) {
-		var out struct {
-			Results []struct {
-				ID       string `json:"id"`
-				Email    string `json:"email"`
-				Archived bool   `json:"archived"`
-			} `json:"results"`
-		}
-		if _, err := c.api.Do(ctx, OwnerRequest(email), &out); err != nil {
-			return "", err
-		}
-		for _, o := range out.Results {
-			if !o.Archived && strings.EqualFold(o.Email, email) {
-				return o.ID, nil
-			}
-		}
-		return "", nil
+		return c.findOwner(ctx, email)
 	})
 }
 

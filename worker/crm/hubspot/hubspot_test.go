@@ -94,10 +94,11 @@ func TestDeliverCreatesOnceThenUpdates(t *testing.T) {
 	first := deliver(t, c, record("d1", "memo"))
 	second := deliver(t, c, record("d1", "memo + transcript"))
 
-	if diff := cmp.Diff(crm.Result{ID: first.ID, Created: true, ContactID: contact, OwnerID: owner}, first); diff != "" {
+	link := fmt.Sprintf("https://app.hubspot.com/contacts/%d/record/0-48/%s", e.fake.PortalID(), first.ID)
+	if diff := cmp.Diff(crm.Result{ID: first.ID, Created: true, ContactID: contact, OwnerID: owner, URL: link}, first); diff != "" {
 		t.Errorf("first result (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(crm.Result{ID: first.ID, Created: false, ContactID: contact, OwnerID: owner}, second); diff != "" {
+	if diff := cmp.Diff(crm.Result{ID: first.ID, Created: false, ContactID: contact, OwnerID: owner, URL: link}, second); diff != "" {
 		t.Errorf("second result (-want +got):\n%s", diff)
 	}
 	calls := e.fake.Calls()

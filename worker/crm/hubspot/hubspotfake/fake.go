@@ -90,6 +90,7 @@ type Server struct {
 	searchLag     time.Duration
 	requests      []Request
 	tokenRequests int
+	check         checkState // scopes, token info, properties, account (check.go)
 }
 
 // New starts a fake and closes it when the test ends.
@@ -365,7 +366,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "OBJECT_NOT_FOUND", "Unable to route "+r.Method+" request to "+r.URL.Path, nil)
 		return
 	}
-	if !s.authorised(w, r) {
+	if !unauthenticated(route) && (!s.authorised(w, r) || !s.scoped(w, r)) {
 		return
 	}
 	search := strings.HasSuffix(r.URL.Path, "/search")
@@ -409,6 +410,9 @@ func (s *Server) route(r *http.Request) (string, func(http.ResponseWriter, *http
 		return "GET /crm/v3/objects/calls/{id}", s.getCall
 	case r.Method == http.MethodPut && reAssociation.MatchString(p):
 		return "PUT /crm/v4/objects/calls/{id}/associations/contacts/{id}", s.associate
+	}
+	if route, h := s.checkRoute(r); h != nil {
+		return route, h
 	}
 	return r.Method + " " + p, nil
 }

@@ -71,7 +71,7 @@ func TestFakeRejectsWhatHubSpotRejects(t *testing.T) {
 		{"7 filters in a group", "POST", "/crm/v3/objects/contacts/search", "pat", groups(1, 7), 400, "maximum is 6"},
 		{"19 filters", "POST", "/crm/v3/objects/contacts/search", "pat", groups(4, 5), 400, "maximum is 18"},
 		{"upsert without unique property", "POST", "/crm/v3/objects/calls/batch/upsert", "pat",
-			`{"inputs":[{"id":"d1","idProperty":"hs_call_external_id","properties":{` + ts + `}}]}`, 400, "not a unique identifier"},
+			`{"inputs":[{"id":"d1","idProperty":"hs_call_external_id","properties":{` + ts + `}}]}`, 400, "upsert by non-unique 0-48 property"},
 		{"valid create", "POST", "/crm/v3/objects/calls", "pat",
 			`{"properties":{` + ts + `,"hs_call_duration":"83000","hs_call_direction":"INBOUND"},"associations":[{"to":{"id":"` + contact + `"},"types":[{"associationCategory":"HUBSPOT_DEFINED","associationTypeId":194}]}]}`, 201, ""},
 	}

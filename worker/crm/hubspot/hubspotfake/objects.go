@@ -293,7 +293,7 @@ func (s *Server) updateCall(w http.ResponseWriter, r *http.Request, body []byte)
 	id := reCall.FindStringSubmatch(r.URL.Path)[1]
 	idProp := r.URL.Query().Get("idProperty")
 	if idProp != "" && idProp != "hs_object_id" && !s.callProps[idProp] {
-		writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", fmt.Sprintf("Property %q is not a unique identifier property", idProp), nil)
+		writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", s.nonUniqueMessage(idProp), nil)
 		return
 	}
 	c := s.findCall(id, idProp)
@@ -349,7 +349,7 @@ func (s *Server) batchUpsert(w http.ResponseWriter, r *http.Request, body []byte
 	errsOut := []map[string]any{}
 	for _, item := range in.Inputs {
 		if unique, ok := s.callProps[item.IDProperty]; !ok || !unique {
-			writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", fmt.Sprintf("Property %q is not a unique identifier property", item.IDProperty), nil)
+			writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", s.nonUniqueMessage(item.IDProperty), nil)
 			return
 		}
 		props, errs := decodeProps(item.Properties)
