@@ -51,8 +51,7 @@ var chartOwnedConfig = map[string][]string{
 // pendingConfigKeys are keys values.schema.json offers ahead of config/config.go, because
 // another branch adds them to the service. Each fails this test once config.go has it:
 // then delete it here, so the list only ever holds what is still on its way.
-var pendingConfigKeys = map[string][]string{
-}
+var pendingConfigKeys = map[string][]string{}
 
 // configStructs reads the yaml keys of every struct type declared in the service's
 // config/config.go (through testdata/, see chartDir): type name -> key -> field type.
