@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker"
+)
+
+// crashEnv turns on the full-size crash run (make test-crash): 1,000 calls, and the wait
+// for asynq's own recovery of the killed worker's tasks instead of skipping it.
+const crashEnv = "MCS_TEST_CRASH"
+
+// callLeasePrefix is the prefix of the per-call lease keys (worker/lock.go, lockKey).
+const callLeasePrefix = "mcs:lock:"
+
+// crashRun is one kill -9 of a worker in the middle of a run of batched Salesforce syncs.
+type crashRun struct {
+	calls       int
+	concurrency int
+	batch       string // the sf connection's batch section
+	// heldCollection is the collection request whose answer is held when the worker is
+	// killed (1-based): the ones before it were answered, it was stored by the fake.
+	heldCollection int
+	// realRecovery waits for asynq's recoverer to find the killed worker's tasks (a lease of
+	// 30s, then 30s of grace, looked for every minute); otherwise their asynq leases are
+	// dated back so the new worker's start-up recovery takes them at once. The per-call
+	// leases are never touched: they lapse by themselves in either run.
+	realRecovery bool
+}
+
+// crashMidBatch posts the run's calls, starts a worker, SIGKILLs it while a collection
+// request is answered but not yet heard (others answered, the rest not sent), starts
+// another and waits for the queue to empty. It checks that every call is in Salesforce
+// exactly once, created once, and returns the time from the restart to the empty queue.
+func crashMidBatch(t *testing.T, r crashRun) time.Duration {
+	t.Helper()
+	var collections atomic.Int32
+	var proxy *holdProxy
+	isCollection := func(req *http.Request) bool {
+		return req.Method == http.MethodPatch && strings.Contains(req.URL.Path, "/composite/sobjects/Task/"+externalIDField) &&
+			int(collections.Add(1)) == r.heldCollection
+	}
+	s := newStack(t, stackOptions{
+		workerConcurrency: r.concurrency,
+		salesforceBatch:   r.batch,
+		// The production retry_base: a recovered task is not held back by the backoff of
+		// a failure it did not have (worker.leaseExpiredDelay).
+		retryMax:      10 * time.Second,
+		salesforceVia: func(fake string) string { proxy = newHoldProxy(t, fake, isCollection); return proxy.url },
+	})
+	s.start(t, "receiver")
+	bodies, ids := batchCalls(t, r.calls)
+	for _, b := range bodies {
+		if a := s.post(t, salesforceRoute, b); a.Queued != 1 {
+			t.Fatalf("queued %d, want 1", a.Queued)
+		}
+	}
+	ctx := context.Background()
+	in := s.inspector(t)
+
+	proxy.armed.Store(true)
+	w1 := s.startWorkerProcess(t, "worker-1")
+	waitHeld(t, proxy, w1)
+	w1.kill(t)
+	proxy.let()
+
+	// Batches were in flight: some collection requests answered, one stored but not heard,
+	// not every call written; the killed worker's tasks are still active in the queue.
+	written, colls := len(s.sf.Tasks()), len(s.sf.Collections())
+	if colls < r.heldCollection || written >= r.calls {
+		t.Fatalf("at the kill: %d collection requests, %d of %d calls written; want a run in the middle", colls, written, r.calls)
+	}
+	active, err := in.ListActiveTasks(queueName, asynq.PageSize(10000)) // the default page is 30
+	if err != nil || len(active) == 0 {
+		t.Fatalf("after the kill: %d active tasks (%v), want the killed worker's", len(active), err)
+	}
+	leases := callLeases(t, s.rdb)
+	if len(leases) == 0 {
+		t.Fatal("after the kill: no call lease in Redis; the killed worker's calls were running")
+	}
+	for k, ttl := range leases {
+		if ttl <= 0 || ttl > worker.DefaultLockLease {
+			t.Fatalf("call lease %s: ttl %v, want a lease of at most %v", k, ttl, worker.DefaultLockLease)
+		}
+	}
+	t.Logf("at the kill: %d collection requests, %d of %d calls written, %d tasks active, %d call leases",
+		colls, written, r.calls, len(active), len(leases))
+
+	if !r.realRecovery {
+		// What asynq's recoverer would find a minute later: every lease of the dead worker
+		// expired long ago.
+		lease := "asynq:{" + queueName + "}:lease"
+		members, err := s.rdb.ZRange(ctx, lease, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		past := float64(time.Now().Add(-2 * time.Minute).Unix())
+		for _, m := range members {
+			if err := s.rdb.ZAddXX(ctx, lease, redis.Z{Score: past, Member: m}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	restart := time.Now()
+	w2 := s.startWorkerProcess(t, "worker-2")
+	deadline := deliveryTimeout
+	if r.realRecovery {
+		deadline = 5 * time.Minute // a ceiling; the figure is measured, not asserted
+	}
+	eventually(t, deadline, "queue empty after the restart", func() (bool, string) {
+		qi, err := in.GetQueueInfo(queueName)
+		if err != nil {
+			return false, err.Error()
+		}
+		if qi.Archived > 0 {
+			t.Fatalf("%d task(s) dead-lettered:\n%s", qi.Archived, deadLetters(in))
+		}
+		return qi.Pending+qi.Active+qi.Scheduled+qi.Retry == 0,
+			fmt.Sprintf("pending %d active %d scheduled %d retry %d", qi.Pending, qi.Active, qi.Scheduled, qi.Retry)
+	})
+	empty := time.Since(restart)
+
+	tasks := s.salesforceTasks(t) // fails the test on a second Task for a detail
+	if len(tasks) != r.calls {
+		t.Errorf("Salesforce holds %d Tasks, want %d", len(tasks), r.calls)
+	}
+	for _, id := range ids {
+		if _, ok := tasks[id]; !ok {
+			t.Errorf("detail %s is not in Salesforce", id)
+		}
+	}
+	created := 0
+	for _, u := range s.sf.Upserts() {
+		if u.Created {
+			created++
+		}
+	}
+	if created != r.calls {
+		t.Errorf("Salesforce created %d Tasks, want %d (one per call)", created, r.calls)
+	}
+	w2.stop(t)
+	if left := callLeases(t, s.rdb); len(left) != 0 {
+		t.Errorf("after the stop, call leases remain: %v", left)
+	}
+	return empty
+}
+
+// callLeases returns the per-call lease keys in Redis with their TTLs.
+func callLeases(t *testing.T, rdb *redis.Client) map[string]time.Duration {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, callLeasePrefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]time.Duration{}
+	for _, k := range keys {
+		ttl, err := rdb.PTTL(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[k] = ttl
+	}
+	return out
+}
+
+// kill -9 of a worker in the middle of batched syncs (collections of 20, a collection stored
+// but its answer not heard, others lingering or waiting): after a restart every call is in
+// Salesforce exactly once and the queue empties. asynq's 30s+30s lease wait is skipped (the
+// leases are dated back); the per-call leases lapse by themselves. make test-crash runs the
+// 1,000-call version without skipping anything.
+func TestE2EWorkerKilledMidBatchRecoversEveryCallOnce(t *testing.T) {
+	t.Parallel()
+	d := crashMidBatch(t, crashRun{calls: 100, concurrency: 40, batch: "{max_size: 20, linger: 1s}", heldCollection: 3})
+	t.Logf("queue empty %s after the restart", d.Round(100*time.Millisecond))
+}
+
+// The Done-when run of issue 9: 1,000 calls in collections of up to 200, kill -9 with
+// batches in flight, nothing skipped. make test-crash; the time to empty is in
+// docs/BENCHMARKS.md ("Worker: recovery").
+func TestE2ECrash1000CallsRecoverWithinAsynqLease(t *testing.T) {
+	if os.Getenv(crashEnv) == "" {
+		t.Skipf("the 1,000-call crash run waits for asynq's recovery (about a minute): set %s=1 or run make test-crash", crashEnv)
+	}
+	d := crashMidBatch(t, crashRun{calls: 1000, concurrency: 400, batch: "{max_size: 200, linger: 1s}", heldCollection: 3, realRecovery: true})
+	t.Logf("RECOVERY time to empty after restart: %.1fs", d.Seconds())
+}
