@@ -228,7 +228,17 @@ type retryPolicy struct{ base, max time.Duration }
 
 // delay honours an error's RetryAfter; otherwise backs off exponentially from base, capped at
 // max, with up to 20% jitter so a burst of failures does not come back as a burst.
+//
+// A task whose asynq lease expired (its worker was killed, or lost Redis for longer than the
+// lease) goes again at once: asynq's recoverer finds it a minute or so after the worker died
+// and retries it through this function, and a backoff there (retry_base, 10s by default)
+// only adds to that wait for a failure the CRM never had. The call's own lease (callLock)
+// lapsed long before, and if its holder is alive after all, the attempt meets the lease and
+// waits as a throttled retry.
 func (p retryPolicy) delay(n int, err error, _ *asynq.Task) time.Duration {
+	if errors.Is(err, asynq.ErrLeaseExpired) {
+		return 0
+	}
 	var ra retryAfter
 	if errors.As(err, &ra) {
 		if d := ra.RetryAfter(); d > 0 {
