@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,5 +88,55 @@ func TestRecoveredTaskRunsWithoutBackoff(t *testing.T) {
 			t.Fatal("the orphaned task did not run, and it is gone")
 		}
 		t.Fatalf("the orphaned task did not run: %s, next attempt %s, %q", ti.State, ti.NextProcessAt.Format(time.RFC3339), ti.LastErr)
+	}
+}
+
+// asynq's shutdown gives up on a handler after worker.shutdown_timeout (it requeues the
+// task and cancels the handler's context) without waiting for it to return. Run waits for
+// the handler's way out (in the pipeline: the call lease's release), so a process that exits
+// when Run returns leaves no lease behind.
+func TestRunWaitsForHandlersAsynqGaveUpOn(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	cfg := config.Default()
+	cfg.Worker.ShutdownTimeout = 100 * time.Millisecond
+	cfg.Worker.PollInterval = 50 * time.Millisecond
+	started := make(chan struct{})
+	var returned atomic.Bool
+	w, err := New(Options{Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Processor: procFunc(func(ctx context.Context, _ *miitel.Event) error {
+			close(started)
+			<-ctx.Done()
+			// The way out takes a moment (a Redis round trip or two in the pipeline).
+			time.Sleep(300 * time.Millisecond)
+			returned.Store(true)
+			return ctx.Err()
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &miitel.Event{Route: "r", CallID: "c", Detail: miitel.Detail{ID: "d1"}, Kind: miitel.KindAnalysis}
+	task, err := tasks.NewCallEvent(ev, asynq.Queue(cfg.Queue.Name), tasks.MaxRetry(cfg.Queue.MaxRetry))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(task); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task did not start")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !returned.Load() {
+		t.Error("Run returned while a handler asynq gave up on was still running")
 	}
 }

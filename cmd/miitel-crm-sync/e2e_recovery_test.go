@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/salesforce/salesforcefake"
 )
 
 // crashEnv turns on the full-size crash run (make test-crash): 1,000 calls, and the wait
@@ -210,4 +212,63 @@ func TestE2ECrash1000CallsRecoverWithinAsynqLease(t *testing.T) {
 	}
 	rec, empty := crashMidBatch(t, crashRun{calls: 1000, concurrency: 400, batch: "{max_size: 200, linger: 1s}", heldCollection: 3, realRecovery: true})
 	t.Logf("RECOVERY after the restart: asynq recovered the tasks %.1fs, queue empty %.1fs (%.2fx)", rec.Seconds(), empty.Seconds(), empty.Seconds()/rec.Seconds())
+}
+
+// SIGTERM while handlers run: one call waits on a CRM lookup that answers only after
+// worker.shutdown_timeout (5s here), five wait in a lingering batch (linger 10s). The worker
+// exits cleanly and leaves no call lease in Redis (a lease left behind would hold the call
+// back until it lapses); after a restart every call is delivered exactly once.
+func TestE2EWorkerSIGTERMLeavesNoLease(t *testing.T) {
+	t.Parallel()
+	const suzuki = "09000000000" // a seeded customer's number; the batch calls' is Takahashi's
+	var proxy *holdProxy
+	isSuzukiSearch := func(r *http.Request) bool {
+		q := r.URL.Query().Get("q")
+		return r.Method == http.MethodGet && strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "/"), "/search") &&
+			(strings.Contains(q, suzuki) || strings.Contains(q, "0000-0000"))
+	}
+	s := newStack(t, stackOptions{workerConcurrency: 20, salesforceBatch: "{max_size: 200, linger: 10s}",
+		salesforceVia: func(fake string) string { proxy = newHoldProxy(t, fake, isSuzukiSearch); return proxy.url }})
+	s.start(t, "receiver")
+	bodies, ids := batchCalls(t, 6)
+	bodies[5] = bytes.ReplaceAll(bodies[5], []byte(`"to_number": "05099999999"`), []byte(`"to_number": "`+suzuki+`"`))
+	if bytes.Contains(bodies[5], []byte("05099999999")) {
+		t.Fatal("the sixth call still names Takahashi's number")
+	}
+	for _, b := range bodies {
+		s.post(t, salesforceRoute, b)
+	}
+
+	proxy.armed.Store(true)
+	w1 := s.startWorkerProcess(t, "worker-1")
+	waitHeld(t, proxy, w1)
+	eventually(t, deliveryTimeout, "every call running, none sent", func() (bool, string) {
+		leases := len(callLeases(t, s.rdb))
+		return leases == len(ids) && s.sf.Count(salesforcefake.OpSearch) >= 2 && len(s.sf.Collections()) == 0,
+			fmt.Sprintf("%d call leases, %d searches, %d collections", leases, s.sf.Count(salesforcefake.OpSearch), len(s.sf.Collections()))
+	})
+	w1.stop(t)
+	if left := callLeases(t, s.rdb); len(left) != 0 {
+		t.Errorf("after SIGTERM, call leases remain in Redis: %v", left)
+	}
+	if n := len(s.sf.Tasks()); n != 0 {
+		t.Fatalf("%d Tasks written before the stop; the test wants every call still in flight", n)
+	}
+	proxy.let()
+
+	w2 := s.startWorkerProcess(t, "worker-2")
+	s.waitDelivered(t)
+	tasks := s.salesforceTasks(t) // fails the test on a second Task for a detail
+	for _, id := range ids {
+		if _, ok := tasks[id]; !ok {
+			t.Errorf("detail %s is not in Salesforce", id)
+		}
+	}
+	if len(tasks) != len(ids) {
+		t.Errorf("Salesforce holds %d Tasks, want %d", len(tasks), len(ids))
+	}
+	w2.stop(t)
+	if left := callLeases(t, s.rdb); len(left) != 0 {
+		t.Errorf("after the second stop, call leases remain: %v", left)
+	}
 }
