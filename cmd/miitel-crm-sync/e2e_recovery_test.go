@@ -126,22 +126,13 @@ func crashMidBatch(t *testing.T, r crashRun) (recovered, empty time.Duration) {
 	// of them go in one pass); what follows is ours.
 	orphan := active[0].ID
 
-	eventually(t, deadline, "queue empty after the restart", func() (bool, string) {
+	s.waitDrained(t, deadline, func(in *asynq.Inspector) {
 		if recovered == 0 {
 			ti, err := in.GetTaskInfo(queueName, orphan)
 			if errors.Is(err, asynq.ErrTaskNotFound) || (err == nil && strings.Contains(ti.LastErr, asynq.ErrLeaseExpired.Error())) {
 				recovered = time.Since(restart)
 			}
 		}
-		qi, err := in.GetQueueInfo(queueName)
-		if err != nil {
-			return false, err.Error()
-		}
-		if qi.Archived > 0 {
-			t.Fatalf("%d task(s) dead-lettered:\n%s", qi.Archived, deadLetters(in))
-		}
-		return qi.Pending+qi.Active+qi.Scheduled+qi.Retry == 0,
-			fmt.Sprintf("pending %d active %d scheduled %d retry %d", qi.Pending, qi.Active, qi.Scheduled, qi.Retry)
 	})
 	empty = time.Since(restart)
 	if recovered == 0 {
