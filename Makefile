@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BUILD_FLAGS := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 BUILD_PKG := ./cmd/miitel-crm-sync
 
-.PHONY: all deps build test test-go test-chart vet fmt-check bench fuzz soak run clean load-deps load-receiver
+.PHONY: all deps build test test-go test-chart test-crash vet fmt-check bench fuzz soak run clean load-deps load-receiver
 
 all: build
 
@@ -35,6 +35,12 @@ test-go:
 
 test-chart:
 	@if [ -f charts/test/go.mod ]; then cd charts/test && $(GO) test -count=1 -shuffle=on -timeout 10m ./...; fi
+
+## test-crash: kill -9 of a worker in the middle of 1,000 batched Salesforce syncs, waiting for
+## asynq's own recovery (about a minute a run); prints the time to empty after the restart
+## (docs/BENCHMARKS.md, "Worker: recovery"). ROUNDS=3
+test-crash: deps
+	MCS_TEST_CRASH=1 $(GO) test -count=$(or $(ROUNDS),3) -timeout 30m -run '^TestE2ECrash1000' -v $(BUILD_PKG) | grep -E '^(---|=== RUN|PASS|FAIL|ok)|at the kill|RECOVERY'; exit $${PIPESTATUS[0]}
 
 ## bench: the benchmarks (receiver accept path, mapping render, ...)
 bench:

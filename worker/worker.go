@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -66,7 +67,17 @@ type Worker struct {
 	dead    DeadLetter
 	status  Status
 	now     func() time.Time
+	// running counts handlers still on their way out; Run waits for them (handlerExitGrace).
+	running sync.WaitGroup
 }
+
+// handlerExitGrace is how long Run waits, after asynq's shutdown, for handlers it gave up on.
+// asynq's shutdown_timeout requeues a task whose handler is still running and cancels its
+// context, but does not wait for it to return: without this wait the process could exit
+// before the handler's way out ran, leaving the call's lease (released with a 2s bound) in
+// Redis to hold the requeued task back until it lapses. Kept short: the chart's
+// terminationGracePeriodSeconds only has to exceed shutdown_timeout.
+const handlerExitGrace = 2 * time.Second
 
 type metrics struct {
 	tasks    *prometheus.CounterVec
@@ -137,12 +148,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker started", "queue", w.queue.Name)
 	<-ctx.Done()
 	w.srv.Shutdown()
+	exited := make(chan struct{})
+	go func() { w.running.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(handlerExitGrace):
+		w.log.Warn("worker: handlers still running after the shutdown; their calls' leases lapse by themselves", "waited", handlerExitGrace)
+	}
 	w.log.Info("worker stopped")
 	return nil
 }
 
 // handle is the asynq handler: decode, process, then record delivery in the ledger.
 func (w *Worker) handle(ctx context.Context, t *asynq.Task) error {
+	// No handler starts after Shutdown, so Add never races with Run's Wait from zero.
+	w.running.Add(1)
+	defer w.running.Done()
 	start := time.Now()
 	defer func() { w.metrics.duration.Observe(time.Since(start).Seconds()) }()
 	ev, err := tasks.DecodeCallEvent(t)
@@ -228,7 +249,17 @@ type retryPolicy struct{ base, max time.Duration }
 
 // delay honours an error's RetryAfter; otherwise backs off exponentially from base, capped at
 // max, with up to 20% jitter so a burst of failures does not come back as a burst.
+//
+// A task whose asynq lease expired (its worker was killed, or lost Redis for longer than the
+// lease) goes again at once: asynq's recoverer finds it a minute or so after the worker died
+// and retries it through this function, and a backoff there (retry_base, 10s by default)
+// only adds to that wait for a failure the CRM never had. The call's own lease (callLock)
+// lapsed long before, and if its holder is alive after all, the attempt meets the lease and
+// waits as a throttled retry.
 func (p retryPolicy) delay(n int, err error, _ *asynq.Task) time.Duration {
+	if errors.Is(err, asynq.ErrLeaseExpired) {
+		return 0
+	}
 	var ra retryAfter
 	if errors.As(err, &ra) {
 		if d := ra.RetryAfter(); d > 0 {

@@ -398,8 +398,17 @@ func (s *stack) inspector(t *testing.T) *asynq.Inspector {
 // dead-lettered task fails the test with its reason.
 func (s *stack) waitDelivered(t *testing.T) {
 	t.Helper()
+	s.waitDrained(t, deliveryTimeout, nil)
+}
+
+// waitDrained is waitDelivered with its own ceiling; each poll first runs onPoll, when set.
+func (s *stack) waitDrained(t *testing.T, timeout time.Duration, onPoll func(*asynq.Inspector)) {
+	t.Helper()
 	in := s.inspector(t)
-	eventually(t, deliveryTimeout, "queue drained", func() (bool, string) {
+	eventually(t, timeout, "queue drained", func() (bool, string) {
+		if onPoll != nil {
+			onPoll(in)
+		}
 		qi, err := in.GetQueueInfo(queueName)
 		if err != nil {
 			return false, err.Error()

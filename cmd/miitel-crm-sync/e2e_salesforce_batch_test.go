@@ -199,3 +199,101 @@ func TestE2ESalesforceMissingRecordKeyParksCallsUntilCreated(t *testing.T) {
 		t.Errorf("after the field was created, mcs_crm_connection_broken = %v, want 0", v)
 	}
 }
+
+// One collection request of 20 records carries a record the org's validation rule refuses
+// and one whose row is locked: the refused one goes to the dead letter alone and the locked
+// one is retried alone, each with its own error in the call status and the dead letter; the
+// other 18 are done from that one request, and the retry goes out as a collection of one.
+func TestE2ESalesforceCollectionPartialFailureItemByItem(t *testing.T) {
+	t.Parallel()
+	const n = 20
+	// A retry waits 5s (retry_base = retry_max), long enough to read the status in between.
+	s := newStack(t, stackOptions{workerConcurrency: n, salesforceBatch: "{max_size: 20, linger: 1s}", retryMax: 5 * time.Second})
+	bodies, ids := batchCalls(t, n)
+	refused, locked := ids[4], ids[13]
+	s.sf.FailRecord(refused, 1, salesforcefake.Fault{Code: "FIELD_CUSTOM_VALIDATION_EXCEPTION", Message: "Calls to this number need a reason (validation rule)"})
+	s.sf.FailRecord(locked, 1, salesforcefake.Fault{Code: "UNABLE_TO_LOCK_ROW", Message: "unable to obtain exclusive access to this record"})
+	s.start(t, "receiver")
+	for _, b := range bodies {
+		s.post(t, salesforceRoute, b)
+	}
+	// Every call is queued before the worker starts, so its 20 tasks fill one collection.
+	w := s.startWorkerProcess(t, "worker")
+	in := s.inspector(t)
+	eventually(t, deliveryTimeout, "one call dead, one waiting for its retry, the others done", func() (bool, string) {
+		qi, err := in.GetQueueInfo(queueName)
+		if err != nil {
+			return false, err.Error()
+		}
+		return qi.Pending+qi.Active+qi.Scheduled == 0 && qi.Retry == 1 && qi.Archived == 1,
+			fmt.Sprintf("pending %d active %d scheduled %d retry %d archived %d", qi.Pending, qi.Active, qi.Scheduled, qi.Retry, qi.Archived)
+	})
+	colls := s.sf.Collections()
+	if len(colls) != 1 || len(colls[0].Values) != n || !slices.Contains(colls[0].Values, refused) || !slices.Contains(colls[0].Values, locked) {
+		t.Fatalf("collection requests before the retry: %+v; want one carrying all %d records", colls, n)
+	}
+	if got := len(s.sf.Tasks()); got != n-2 {
+		t.Errorf("after the first collection Salesforce holds %d Tasks, want %d", got, n-2)
+	}
+
+	status := func(id string) string {
+		t.Helper()
+		code, out, stderr := runCLI(t, s.getenv, "status", "--config", s.cfgPath, id)
+		if code != 0 {
+			t.Fatalf("status %s: exit %d: %s", id, code, stderr)
+		}
+		return out
+	}
+	if out := status(locked); !strings.Contains(out, "state:     retry") || !strings.Contains(out, "error:     transient UNABLE_TO_LOCK_ROW") ||
+		strings.Contains(out, "FIELD_CUSTOM_VALIDATION_EXCEPTION") {
+		t.Errorf("status of the locked call (want retry with its own transient UNABLE_TO_LOCK_ROW):\n%s", out)
+	}
+	if out := status(refused); !strings.Contains(out, "state:     dead") || !strings.Contains(out, "error:     permanent FIELD_CUSTOM_VALIDATION_EXCEPTION") ||
+		strings.Contains(out, "UNABLE_TO_LOCK_ROW") {
+		t.Errorf("status of the refused call (want dead with its own permanent FIELD_CUSTOM_VALIDATION_EXCEPTION):\n%s", out)
+	}
+	for _, id := range []string{ids[0], ids[19]} {
+		if out := status(id); !strings.Contains(out, "state:     done") || strings.Contains(out, "error:") {
+			t.Errorf("status of a good call of the same collection (want done, no error):\n%s", out)
+		}
+	}
+	code, out, stderr := runCLI(t, s.getenv, "replay", "list", "--config", s.cfgPath)
+	if code != 0 || !strings.Contains(out, "1 dead-lettered call(s)") {
+		t.Fatalf("replay list: exit %d\n%s%s", code, out, stderr)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, locked) {
+			t.Errorf("the locked call is in the dead letter: %s", line)
+		}
+		if strings.Contains(line, refused) && !strings.Contains(line, "FIELD_CUSTOM_VALIDATION_EXCEPTION") {
+			t.Errorf("the dead letter shows the refused call without its own error: %s", line)
+		}
+	}
+	if !strings.Contains(out, refused) {
+		t.Errorf("the refused call is not in the dead letter:\n%s", out)
+	}
+
+	// The retry: the locked record alone, once; then every call but the refused one is in
+	// Salesforce exactly once.
+	eventually(t, deliveryTimeout, "the locked call delivered", func() (bool, string) {
+		qi, err := in.GetQueueInfo(queueName)
+		if err != nil {
+			return false, err.Error()
+		}
+		return qi.Pending+qi.Active+qi.Scheduled+qi.Retry == 0, fmt.Sprintf("pending %d active %d scheduled %d retry %d", qi.Pending, qi.Active, qi.Scheduled, qi.Retry)
+	})
+	colls = s.sf.Collections()
+	if len(colls) != 2 || !slices.Equal(colls[1].Values, []string{locked}) {
+		t.Errorf("collection requests %+v; want the first, then the locked record alone", colls)
+	}
+	tasks := s.salesforceTasks(t)
+	for _, id := range ids {
+		if _, ok := tasks[id]; ok == (id == refused) {
+			t.Errorf("detail %s: in Salesforce %v", id, ok)
+		}
+	}
+	if out := status(locked); !strings.Contains(out, "state:     done") {
+		t.Errorf("status of the locked call after its retry (want done):\n%s", out)
+	}
+	w.stop(t)
+}
