@@ -129,9 +129,8 @@ func TestAckReplicasNever2xxUnreplicated(t *testing.T) {
 	}
 
 	rs.resume()
-	if err := h.r.Ready(context.Background()); err != nil {
-		t.Errorf("Ready after the replicas resumed: %v", err)
-	}
+	// A resumed replica first works off what piled up; Ready turns nil once it confirms.
+	waitReady(t, h.r)
 	resp, body := h.post("/webhooks/miitel/seed", seed, nil)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"duplicates":1`) {
 		t.Fatalf("re-send after resume: %d %s, want 200 duplicate", resp.StatusCode, body)
@@ -175,9 +174,7 @@ func TestReadyTransitions(t *testing.T) {
 	}
 	rs.replicas[0].Restart() // empty, resyncs from the master
 	rs.waitOnline(t, 1)
-	if err := h.r.Ready(ctx); err != nil {
-		t.Errorf("Ready with the replica back: %v", err)
-	}
+	waitReady(t, h.r)
 	if resp, body := h.post("/webhooks/miitel/seed", seed, nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("call with the replica back: %d %s", resp.StatusCode, body)
 	}
@@ -188,9 +185,7 @@ func TestReadyTransitions(t *testing.T) {
 	}
 	rs.master.Restart() // empty: the replica resyncs, min-replicas-to-write is gone with it
 	rs.waitOnline(t, 1)
-	if err := h.r.Ready(ctx); err != nil {
-		t.Errorf("Ready with the master back: %v", err)
-	}
+	waitReady(t, h.r)
 }
 
 // TestStatusRecordedAtReceipt: the enqueue script records each event received in the call
@@ -200,7 +195,7 @@ func TestStatusRecordedAtReceipt(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client()
 	st := newStatus(t, rdb)
-	h := newHarnessOn(t, rdb, func(o *Options) { o.Status = st })
+	h := newHarnessOn(t, rdb, func(o *Options) { o.Status = Status{Lua: callstatus.LuaLibrary, Args: st} })
 	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	for range 2 {
 		if resp, body := h.post("/webhooks/miitel/seed", seed, nil); resp.StatusCode != http.StatusOK {
@@ -234,7 +229,7 @@ func TestStatusNeedsQueueSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarnessOn(t, rdb, func(o *Options) { o.Status = st })
+	h := newHarnessOn(t, rdb, func(o *Options) { o.Status = Status{Lua: callstatus.LuaLibrary, Args: st} })
 	resp, body := h.post("/webhooks/miitel/seed", sample(t, "call_analysis_completed/seed_sample.json"), nil)
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("post: %d %s", resp.StatusCode, body)
@@ -253,7 +248,10 @@ func TestStatusOnCluster(t *testing.T) {
 	cs := redistest.StartCluster(t, 3, 0)
 	cl := cs.Client()
 	st := newStatus(t, cl)
-	h := newHarnessOnUniversal(t, cl, func(o *Options) { o.Status = st; o.AckReplicas, o.AckTimeout = config.AckAuto, time.Second })
+	h := newHarnessOnUniversal(t, cl, func(o *Options) {
+		o.Status = Status{Lua: callstatus.LuaLibrary, Args: st}
+		o.AckReplicas, o.AckTimeout = config.AckAuto, time.Second
+	})
 	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	if resp, body := h.post("/webhooks/miitel/seed", seed, nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("post on the cluster: %d %s", resp.StatusCode, body)
@@ -292,4 +290,21 @@ func newHarnessOnUniversal(t *testing.T, rdb redis.UniversalClient, opts ...harn
 // few dial attempts, so it may be over before or after Ready's own deadline.
 func isRedisDown(err error) bool {
 	return strings.Contains(err.Error(), "redis is not reachable") || strings.Contains(err.Error(), "redis did not answer within")
+}
+
+// waitReady polls Ready until it is nil: readiness returning is a transition the test
+// observes, on the replicas' schedule.
+func waitReady(t *testing.T, r *Receiver) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := r.Ready(context.Background())
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready again: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -32,6 +32,15 @@ type StatusRecorder interface {
 	ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error)
 }
 
+// Status is the call status the enqueue script records each received event in: the Lua
+// library defining mcs_status_received (callstatus.LuaLibrary) and its arguments per event
+// (a *callstatus.Store). The receiver cannot import the worker's callstatus (its tests
+// import the receiver), so the caller passes both. The zero Status records nothing.
+type Status struct {
+	Lua  string
+	Args StatusRecorder
+}
+
 // result of one detail.
 const (
 	resultQueued    = "queued"
@@ -57,8 +66,8 @@ type EnqueueOptions struct {
 	// Timeout is server.enqueue_timeout: the script and the wait together.
 	Timeout time.Duration
 	// Status records each event received (queued or duplicate) inside the enqueue script;
-	// nil records nothing.
-	Status     StatusRecorder
+	// the zero Status records nothing.
+	Status     Status
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -108,9 +117,9 @@ func newEnqueuer(o EnqueueOptions, m *metrics) *Enqueuer {
 		replicas = enqueue.AckAuto
 	}
 	return &Enqueuer{
-		tasks:  enqueue.New(o.Redis, o.Queue.Name, enqueue.Ack{Replicas: replicas, Timeout: o.AckTimeout}),
+		tasks:  enqueue.New(o.Redis, o.Queue.Name, enqueue.Ack{Replicas: replicas, Timeout: o.AckTimeout}, o.Status.Lua),
 		queue:  o.Queue,
-		status: o.Status, timeout: o.Timeout, m: m, log: log, now: now,
+		status: o.Status.Args, timeout: o.Timeout, m: m, log: log, now: now,
 	}
 }
 

@@ -39,9 +39,9 @@ type Options struct {
 	// many as the master reports connected.
 	AckReplicas config.AckReplicas
 	AckTimeout  time.Duration
-	// Status records every event received in the enqueue script (callstatus.Store); nil
-	// records nothing.
-	Status StatusRecorder
+	// Status records every event received in the enqueue script (callstatus.LuaLibrary and
+	// a callstatus.Store); the zero Status records nothing.
+	Status Status
 }
 
 // Receiver is the webhook HTTP service.
@@ -177,6 +177,9 @@ func New(opts Options) (*Receiver, error) {
 	r.handler = engine
 	return r, nil
 }
+
+// Enqueuer is the receiver's enqueue path, for backfills in the same process.
+func (r *Receiver) Enqueuer() *Enqueuer { return r.enq }
 
 // Handler is the receiver's HTTP handler: the webhook routes and /healthz.
 func (r *Receiver) Handler() http.Handler { return r.handler }

@@ -83,7 +83,7 @@ func enqueueAck(t *testing.T, q *Queue, id string) (Result, Acked, error) {
 // returns both hold the task (read on each replica at once, no polling).
 func TestAckReplicatedBeforeDone(t *testing.T) {
 	rs := startReplicated(t, 2)
-	q := New(client(t, rs.master.Addr()), queue, Ack{Replicas: AckAuto, Timeout: time.Second})
+	q := New(client(t, rs.master.Addr()), queue, Ack{Replicas: AckAuto, Timeout: time.Second}, "")
 	res, acked, err := enqueueAck(t, q, "a1")
 	if err != nil || res != Queued {
 		t.Fatalf("enqueue: %v %v", res, err)
@@ -109,12 +109,12 @@ func TestAckStalledReplicas(t *testing.T) {
 	ack := Ack{Replicas: AckAuto, Timeout: 500 * time.Millisecond}
 	one := redis.NewClient(&redis.Options{Addr: rs.master.Addr(), PoolSize: 1, MaxRetries: -1})
 	t.Cleanup(func() { _ = one.Close() })
-	old := New(one, queue, ack)
+	old := New(one, queue, ack, "")
 	if _, acked, err := enqueueAck(t, old, "warm"); err != nil || acked.Got != 2 { // its one connection wrote, confirmed
 		t.Fatal(acked, err)
 	}
 	rs.pause(t)
-	q := New(client(t, rs.master.Addr()), queue, ack)
+	q := New(client(t, rs.master.Addr()), queue, ack, "")
 	_, acked, err := enqueueAck(t, q, "s1")
 	var ae *AckError
 	if !errors.As(err, &ae) || ae.Want != 2 || ae.Got != 0 || acked.Want != 2 {
@@ -146,8 +146,8 @@ func TestAckStalledReplicas(t *testing.T) {
 func TestAckFixedCountReplicaKilled(t *testing.T) {
 	rs := startReplicated(t, 2)
 	rdb := client(t, rs.master.Addr())
-	fixed := New(rdb, queue, Ack{Replicas: 2, Timeout: 500 * time.Millisecond})
-	auto := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 500 * time.Millisecond, Refresh: time.Hour})
+	fixed := New(rdb, queue, Ack{Replicas: 2, Timeout: 500 * time.Millisecond}, "")
+	auto := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 500 * time.Millisecond, Refresh: time.Hour}, "")
 	if _, acked, err := enqueueAck(t, auto, "k0"); err != nil || acked.Want != 2 {
 		t.Fatalf("auto before: %+v %v", acked, err)
 	}
@@ -177,7 +177,7 @@ func TestAckNoReplicas(t *testing.T) {
 	if err := rdb.ConfigSet(context.Background(), "min-replicas-to-write", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	q := New(rdb, queue, Ack{Replicas: 1, Timeout: 500 * time.Millisecond})
+	q := New(rdb, queue, Ack{Replicas: 1, Timeout: 500 * time.Millisecond}, "")
 	rs.replicas[0].Stop()
 	rs.waitConnected(t, 0)
 	_, _, err := enqueueAck(t, q, "n1")
@@ -196,11 +196,11 @@ func TestAckNoReplicas(t *testing.T) {
 // is never satisfied.
 func TestAckStandalone(t *testing.T) {
 	rdb := client(t, redistest.Start(t).Addr())
-	auto := New(rdb, queue, Ack{Replicas: AckAuto})
+	auto := New(rdb, queue, Ack{Replicas: AckAuto}, "")
 	if res, acked, err := enqueueAck(t, auto, "x"); err != nil || res != Queued || acked.Want != 0 {
 		t.Fatalf("auto standalone: %v %+v %v", res, acked, err)
 	}
-	one := New(rdb, queue, Ack{Replicas: 1, Timeout: 50 * time.Millisecond})
+	one := New(rdb, queue, Ack{Replicas: 1, Timeout: 50 * time.Millisecond}, "")
 	var ae *AckError
 	if _, _, err := enqueueAck(t, one, "y"); !errors.As(err, &ae) {
 		t.Fatalf("1 replica wanted on a standalone Redis: %v", err)
@@ -211,7 +211,7 @@ func TestAckStandalone(t *testing.T) {
 // client left on a demoted master during a failover), before any write.
 func TestAckReplicaAsMaster(t *testing.T) {
 	rs := startReplicated(t, 1)
-	q := New(client(t, rs.replicas[0].Addr()), queue, Ack{Replicas: AckAuto})
+	q := New(client(t, rs.replicas[0].Addr()), queue, Ack{Replicas: AckAuto}, "")
 	if _, _, err := enqueueAck(t, q, "r"); err == nil || !strings.Contains(err.Error(), "not a master") {
 		t.Fatalf("enqueue on a replica: %v", err)
 	}
@@ -222,7 +222,7 @@ func TestAckReplicaAsMaster(t *testing.T) {
 func TestAckClusterReplicas(t *testing.T) {
 	cs := redistest.StartCluster(t, 3, 1, "--repl-diskless-sync-delay", "0")
 	cl := cs.Client()
-	q := New(cl, queue, Ack{Replicas: AckAuto, Timeout: time.Second})
+	q := New(cl, queue, Ack{Replicas: AckAuto, Timeout: time.Second}, "")
 	// A replica joins its master after cluster_state turns ok: poll until auto sees it.
 	deadline := time.Now().Add(20 * time.Second)
 	for i := 0; ; i++ {

@@ -36,7 +36,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
@@ -123,7 +122,10 @@ type Queue struct {
 	archived  string
 	mark      string // written where a script wrote nothing else, and by Probe
 	ack       Ack
-	published atomic.Bool // SADD asynq:queues done by this process
+	src       string        // the script: the status library, then scriptLua
+	script    *redis.Script // of src
+	hasStatus bool          // a status library was given
+	published atomic.Bool   // SADD asynq:queues done by this process
 	now       func() time.Time
 
 	mu     sync.Mutex
@@ -131,7 +133,9 @@ type Queue struct {
 }
 
 // New returns a Queue for the asynq queue name on rdb that waits for replicas as ack says.
-func New(rdb redis.UniversalClient, name string, ack Ack) *Queue {
+// statusLua is the call status's Lua library (callstatus.LuaLibrary), which defines
+// mcs_status_received; "" when no status is recorded.
+func New(rdb redis.UniversalClient, name string, ack Ack, statusLua string) *Queue {
 	prefix := "asynq:{" + name + "}:" // base.QueueKeyPrefix
 	if ack.Timeout <= 0 {
 		ack.Timeout = 300 * time.Millisecond
@@ -140,7 +144,9 @@ func New(rdb redis.UniversalClient, name string, ack Ack) *Queue {
 		ack.Refresh = 2 * time.Second
 	}
 	q := &Queue{rdb: rdb, name: name, pending: prefix + "pending", archived: prefix + "archived",
-		mark: tasks.KeyPrefix + "{" + name + "}:acked", ack: ack, now: time.Now, counts: map[string]*replicaCount{}}
+		mark: tasks.KeyPrefix + "{" + name + "}:acked", ack: ack, now: time.Now, counts: map[string]*replicaCount{},
+		src: statusLua + "\n" + scriptLua, hasStatus: statusLua != ""}
+	q.script = redis.NewScript(q.src)
 	q.cluster, _ = rdb.(*redis.ClusterClient)
 	return q
 }
@@ -164,7 +170,10 @@ func (q *Queue) TaskKey(id string) string { return "asynq:{" + q.name + "}:t:" +
 // any other state is a Duplicate. Otherwise the task is enqueued exactly as enqueueCmd
 // does: HSET msg/state/pending_since, LPUSH the id onto pending. Then the event is
 // recorded in the call status (callstatus.LuaLibrary), a duplicate as a duplicate.
-var scriptLua = callstatus.LuaLibrary + `
+//
+// The call status library (callstatus.LuaLibrary, given to New: this package cannot import
+// the worker's) is prepended to the script's source.
+const scriptLua = `
 local n = (#KEYS - 3) / 2
 local pending = KEYS[#KEYS - 2]
 local archived = KEYS[#KEYS - 1]
@@ -207,8 +216,6 @@ end
 return out
 `
 
-var script = redis.NewScript(scriptLua)
-
 // Enqueue runs the script for every task in one round trip and returns one Result per
 // task, in order, and what it waited for. The script is atomic in Redis: either every
 // task's outcome is decided and written, or (an error before it ran) none; a lost reply
@@ -227,6 +234,9 @@ func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error)
 	// Every key of one script must hash to one slot (Redis Cluster refuses others, and a
 	// standalone Redis would accept what a cluster later refuses): the status keys carry
 	// the queue's hash tag like the asynq keys.
+	if prefix != "" && !q.hasStatus {
+		return nil, Acked{}, errors.New("enqueue: tasks carry call status arguments but the queue has no status library")
+	}
 	if prefix != "" && !strings.HasPrefix(prefix, tasks.KeyPrefix+"{"+q.name+"}:") {
 		return nil, Acked{}, fmt.Errorf("enqueue: call status prefix %q is not in the slot of queue %q", prefix, q.name)
 	}
@@ -338,9 +348,9 @@ func (q *Queue) run(ctx context.Context, node pipeliner, addr string, want int, 
 		}
 		var cmd *redis.Cmd
 		if sha {
-			cmd = pipe.EvalSha(ctx, script.Hash(), keys, args...)
+			cmd = pipe.EvalSha(ctx, q.script.Hash(), keys, args...)
 		} else {
-			cmd = pipe.Eval(ctx, scriptLua, keys, args...)
+			cmd = pipe.Eval(ctx, q.src, keys, args...)
 		}
 		var wait *redis.Cmd
 		if want > 0 {

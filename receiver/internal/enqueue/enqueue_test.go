@@ -94,7 +94,7 @@ func TestSameAsAsynqClient(t *testing.T) {
 	payload := []byte(`{"route":"r","call_id":"c","detail":{"id":"d"},"dedupe_key":"0123456789abcdef0123456789abcdef"}`)
 	const id = "0123456789abcdef0123456789abcdef"
 
-	if res := enqueueOne(t, New(ours, queue, Ack{}), id, payload); res != Queued {
+	if res := enqueueOne(t, New(ours, queue, Ack{}, ""), id, payload); res != Queued {
 		t.Fatalf("result %d, want Queued", res)
 	}
 	asynqEnqueue(t, theirs, id, payload)
@@ -170,7 +170,7 @@ func TestSameAsAsynqClient(t *testing.T) {
 func TestConflicts(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.Start(t).Client()
-	q := New(rdb, queue, Ack{})
+	q := New(rdb, queue, Ack{}, "")
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	old, fresh := []byte(`{"v":"old"}`), []byte(`{"v":"new"}`)
 
@@ -225,7 +225,7 @@ func TestConflicts(t *testing.T) {
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	q = New(rdb, queue, Ack{})
+	q = New(rdb, queue, Ack{}, "")
 	running, release := make(chan struct{}), make(chan struct{})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency: 1, Queues: map[string]int{queue: 1}, LogLevel: asynq.FatalLevel,
@@ -266,7 +266,7 @@ func TestConflicts(t *testing.T) {
 // occurs twice in one request is queued once.
 func TestOneRequestManyTasks(t *testing.T) {
 	rdb := redistest.Start(t).Client()
-	q := New(rdb, queue, Ack{})
+	q := New(rdb, queue, Ack{}, "")
 	var ts []Task
 	for i := range 20 {
 		id := "t" + strconv.Itoa(i)
@@ -295,7 +295,7 @@ func TestOneRequestManyTasks(t *testing.T) {
 // next request still goes through (EVAL after NOSCRIPT).
 func TestScriptCacheFlushed(t *testing.T) {
 	rdb := redistest.Start(t).Client()
-	q := New(rdb, queue, Ack{})
+	q := New(rdb, queue, Ack{}, "")
 	enqueueOne(t, q, "x", []byte(`{}`))
 	if err := rdb.ScriptFlush(context.Background()).Err(); err != nil {
 		t.Fatal(err)
@@ -311,7 +311,7 @@ func TestScriptCacheFlushed(t *testing.T) {
 func TestCluster(t *testing.T) {
 	cl := startCluster(t)
 	ctx := context.Background()
-	q := New(cl, queue, Ack{})
+	q := New(cl, queue, Ack{}, "")
 	if res := enqueueOne(t, q, "c1", []byte(`{}`)); res != Queued {
 		t.Fatal(res)
 	}
