@@ -27,7 +27,9 @@ type replicaSet struct {
 	rdb      *redis.Client
 }
 
-func startReplicaSet(t *testing.T, n int) *replicaSet {
+func startReplicaSet(t *testing.T, n int) *replicaSet { return startReplicaSetB(t, n) }
+
+func startReplicaSetB(t testing.TB, n int) *replicaSet {
 	t.Helper()
 	m := redistest.Start(t, "--repl-diskless-sync-delay", "0") // Redis 7 waits 5s by default
 	_, port, _ := strings.Cut(m.Addr(), ":")
@@ -41,7 +43,7 @@ func startReplicaSet(t *testing.T, n int) *replicaSet {
 	return rs
 }
 
-func (rs *replicaSet) waitOnline(t *testing.T, n int) {
+func (rs *replicaSet) waitOnline(t testing.TB, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
