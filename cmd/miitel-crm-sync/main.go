@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -64,6 +65,9 @@ type environment struct {
 	// connectors builds a connection's connector; nil: newConnector, the real CRMs. Tests
 	// inject fakes (connection checks).
 	connectors connectorBuilder
+	// redisLog is go-redis's logger, which main installs; a command points it at its own
+	// logger. Nil (commands run in-process by tests): go-redis keeps its default.
+	redisLog *redisLogSink
 }
 
 func (e *environment) terminal(w io.Writer) bool {
@@ -86,7 +90,11 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, &environment{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv}, os.Args[1:])
+	// go-redis logs through one global: set once, here, at process start; each command
+	// points it at its own logger.
+	redisLog := newRedisLogSink(os.Stderr)
+	redis.SetLogger(redisLog)
+	code := run(ctx, &environment{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv, redisLog: redisLog}, os.Args[1:])
 	stop()
 	os.Exit(code)
 }

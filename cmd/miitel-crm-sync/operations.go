@@ -11,6 +11,7 @@ import (
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
+	"github.com/miitel-crm-sync/miitel-crm-sync/receiver"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/admin"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
@@ -43,7 +44,8 @@ type opsDeps struct {
 	// mappings are the routes' mappings when this process has loaded them (a worker); a
 	// replay dry run renders with them. Nil: dry runs say the mapping is not loaded here.
 	mappings map[string]func() *mappers.Mapping
-	// backfill queues backfilled events through the receiver's path; nil: asynq's client.
+	// backfill queues backfilled events through the receiver's path: the process's own
+	// receiver's enqueue; nil builds one (newBackfillEnqueuer).
 	backfill replay.Enqueuer
 	// serveAdmin builds the admin API (a long-running process with its admin secrets
 	// resolved); the CLI commands use the same pieces without it.
@@ -56,12 +58,9 @@ func newOperations(d opsDeps) (*operations, error) {
 	if err != nil {
 		return nil, configError(fmt.Errorf("status.time_zone: %w", err))
 	}
-	st, err := callstatus.New(d.rdb, callstatus.Options{
-		Queue: cfg.Queue.Name, Config: cfg.Status, Routes: cfg.Routes, Connections: cfg.Connections,
-		Logger: d.log.With("component", "status"),
-	})
+	st, err := newStatusStore(cfg, d.rdb, d.log)
 	if err != nil {
-		return nil, configError(err)
+		return nil, err
 	}
 	dl, err := deadletter.New(d.rdb, deadletter.Options{
 		Queue: cfg.Queue.Name, Config: cfg.DeadLetter, Routes: cfg.Routes,
@@ -90,7 +89,9 @@ func newOperations(d opsDeps) (*operations, error) {
 	}
 	backfill := d.backfill
 	if backfill == nil {
-		backfill = replay.NewAsynqEnqueuer(d.rdb, cfg.Queue, st)
+		if backfill, err = newBackfillEnqueuer(cfg, d.rdb, st); err != nil {
+			return nil, err
+		}
 	}
 	o.admin, err = admin.New(admin.Options{
 		Auth: cfg.Admin, Status: st, DeadLetter: dl, Replayer: rp, Backfill: backfill,
@@ -101,6 +102,42 @@ func newOperations(d opsDeps) (*operations, error) {
 		return nil, configError(err)
 	}
 	return o, nil
+}
+
+// newStatusStore is the call status of the configured queue: the receiver records what it
+// received with it, the worker each attempt, the CLI and the admin API read it.
+func newStatusStore(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) (*callstatus.Store, error) {
+	st, err := callstatus.New(rdb, callstatus.Options{
+		Queue: cfg.Queue.Name, Config: cfg.Status, Routes: cfg.Routes, Connections: cfg.Connections,
+		Logger: log.With("component", "status"),
+	})
+	if err != nil {
+		return nil, configError(err)
+	}
+	return st, nil
+}
+
+// ackReplicas is redis.ack_replicas as the receiver applies it: none on the embedded
+// in-process Redis, which has no replicas and no WAIT.
+func ackReplicas(c config.Redis) config.AckReplicas {
+	if c.Embedded() {
+		return 0
+	}
+	return c.AckReplicas
+}
+
+// newBackfillEnqueuer is the receiver's enqueue for a backfill outside a receiver process
+// (the replay command, a worker's admin API): the same script, dedupe, call status and wait
+// for replicas as a webhook call.
+func newBackfillEnqueuer(cfg *config.Config, rdb redis.UniversalClient, st *callstatus.Store) (replay.Enqueuer, error) {
+	e, err := receiver.NewEnqueuer(receiver.EnqueueOptions{
+		Redis: rdb, Queue: cfg.Queue, AckReplicas: ackReplicas(cfg.Redis), AckTimeout: cfg.Redis.AckTimeout,
+		Timeout: cfg.Server.EnqueueTimeout, Status: receiver.Status{Lua: callstatus.LuaLibrary, Args: st},
+	})
+	if err != nil {
+		return nil, configError(err)
+	}
+	return replay.ReceiverEnqueuer(e), nil
 }
 
 // opsServer is the process's ops listener (ops.listen): probes, metrics, the admin API and

@@ -87,7 +87,11 @@ func (o *replayOptions) runSelected(ctx context.Context, s *selectOptions) error
 		return err
 	}
 	if s.fromFile != "" {
-		return o.backfill(ctx, cfg, ops, replay.NewAsynqEnqueuer(rdb, cfg.Queue, ops.status), s)
+		enq, err := newBackfillEnqueuer(cfg, rdb, ops.status)
+		if err != nil {
+			return err
+		}
+		return o.backfill(ctx, cfg, ops, enq, s)
 	}
 	sel, err := s.q.Selector(time.Now(), ops.loc)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,8 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/receiver"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/replay"
 )
 
 // processOptions are the flags of serve, receiver and worker.
@@ -74,6 +77,7 @@ func runProcess(ctx context.Context, o *processOptions) error {
 		return configError(err)
 	}
 	log, text := newLogger(env, cfg.Log)
+	env.redisLog.use(log)
 	logStart(ctx, log, text, o.name, cfg)
 
 	rdb, closeRedis, err := openRedis(cfg.Redis, log)
@@ -102,19 +106,28 @@ func runProcess(ctx context.Context, o *processOptions) error {
 			return err
 		}
 	}
+	deps := opsDeps{cfg: cfg, rdb: rdb, log: log, serveAdmin: true}
 	if role.Receiver {
+		// The receiver records each call it receives in the call status, inside its enqueue
+		// script, so a call waiting for a worker reads as received, not as never sent.
+		st, err := newStatusStore(cfg, rdb, log)
+		if err != nil {
+			return err
+		}
 		ro := receiver.Options{
 			Routes: cfg.Routes, Server: cfg.Server, Queue: cfg.Queue, Redis: rdb,
 			Logger: log.With("component", "receiver"), Registerer: reg,
+			AckReplicas: ackReplicas(cfg.Redis), AckTimeout: cfg.Redis.AckTimeout,
+			Status: receiver.Status{Lua: callstatus.LuaLibrary, Args: st},
 		}
 		rcv, err := receiver.New(ro)
 		if err != nil {
 			return configError(err)
 		}
 		ready = rcv.Ready
+		deps.backfill = replay.ReceiverEnqueuer(rcv.Enqueuer())
 		parts = append(parts, func() error { return rcv.Run(ctx) })
 	}
-	deps := opsDeps{cfg: cfg, rdb: rdb, log: log, serveAdmin: true}
 	var ops *operations
 	if role.Worker {
 		reg.MustRegister(worker.NewQueueCollector(rdb, cfg.Queue.Name))
@@ -281,4 +294,35 @@ func runConfig(o *configOptions) error {
 	}
 	_, err = io.WriteString(o.env.stdout, cfg.DumpIndented()+"\n")
 	return err
+}
+
+// redisLogSink is go-redis's process-wide logger (redis.SetLogger, set once in main): its
+// lines (a failed dial, a Sentinel's new master) go through the running command's slog
+// logger (config.RedisLogger), as JSON records at a level, never as plain text into a JSON
+// log. Before a command has its logger, and in commands that build none, a text logger
+// on stderr takes the warnings.
+type redisLogSink struct {
+	log      atomic.Pointer[slog.Logger]
+	fallback *slog.Logger
+}
+
+func newRedisLogSink(stderr io.Writer) *redisLogSink {
+	return &redisLogSink{fallback: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+}
+
+// use makes log the one go-redis writes to. A nil sink (tests running commands
+// in-process, where main set no logger) ignores it.
+func (s *redisLogSink) use(log *slog.Logger) {
+	if s != nil {
+		s.log.Store(log)
+	}
+}
+
+// Printf implements go-redis's logger interface.
+func (s *redisLogSink) Printf(ctx context.Context, format string, v ...any) {
+	log := s.log.Load()
+	if log == nil {
+		log = s.fallback
+	}
+	config.RedisLogger{Log: log}.Printf(ctx, format, v...)
 }

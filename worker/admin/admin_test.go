@@ -83,7 +83,7 @@ func newEnv(t *testing.T) *env {
 			},
 			Basic: []config.AdminBasic{{Username: "auditor", Password: config.FromValue("s3cret"), Role: config.RoleReadOnly}},
 		},
-		Status: st, DeadLetter: dl, Replayer: rp, Backfill: replay.NewAsynqEnqueuer(rdb, cfg.Queue, st),
+		Status: st, DeadLetter: dl, Replayer: rp, Backfill: receiverEnqueue(t, rdb, cfg.Queue, st),
 		Routes: routes, MaxLineBytes: cfg.Server.MaxBodyBytes, Redis: rdb,
 	})
 	if err != nil {
@@ -373,7 +373,7 @@ func TestAsynqmon(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ev := parse(t, "call_analysis_completed/seed_sample.json")[0]
-	enq := replay.NewAsynqEnqueuer(e.rdb, e.queue, nil)
+	enq := receiverEnqueue(t, e.rdb, e.queue, nil)
 	if _, err := enq.Enqueue(context.Background(), "sales", []*miitel.Event{ev}); err != nil {
 		t.Fatal(err)
 	}
@@ -418,4 +418,18 @@ func TestAsynqmonCannotCloseOurClient(t *testing.T) {
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		t.Errorf("the shared client: %v", err)
 	}
+}
+
+// receiverEnqueue is the receiver's own enqueue, as cmd gives the admin API for backfills.
+func receiverEnqueue(t *testing.T, rdb redis.UniversalClient, q config.Queue, st *callstatus.Store) replay.Enqueuer {
+	t.Helper()
+	o := receiver.EnqueueOptions{Redis: rdb, Queue: q, Timeout: 5 * time.Second}
+	if st != nil {
+		o.Status = receiver.Status{Lua: callstatus.LuaLibrary, Args: st}
+	}
+	e, err := receiver.NewEnqueuer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return replay.ReceiverEnqueuer(e)
 }

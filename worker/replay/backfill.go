@@ -9,16 +9,13 @@ import (
 	"io"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 	"github.com/miitel-crm-sync/miitel-crm-sync/receiver"
 )
 
 // Enqueuer queues the events of one webhook body the way the receiver does (dedupe kept)
-// and says, per event in order, whether it was queued or dropped as a duplicate. The
-// receiver's own enqueue is meant to be passed here; AsynqEnqueuer stands in for it.
+// and says, per event in order, whether it was queued or dropped as a duplicate: the
+// receiver's own enqueue (ReceiverEnqueuer).
 type Enqueuer interface {
 	Enqueue(ctx context.Context, route string, events []*miitel.Event) ([]Enqueued, error)
 }
@@ -160,33 +157,27 @@ func Backfill(ctx context.Context, r io.Reader, enq Enqueuer, o BackfillOptions)
 	return sum, nil
 }
 
-// AsynqEnqueuer queues events with asynq's client as the receiver does today (dedupe ledger,
-// TaskID conflicts, an archived task replaced), for backfills until the receiver's own
-// enqueue is passed instead.
-type AsynqEnqueuer struct {
-	q      *queue
-	status Received
-	now    func() time.Time
+// EventEnqueuer is the receiver's own enqueue (*receiver.Enqueuer): the events of one body
+// in one script with its dedupe, its call status and its wait for replicas
+// (redis.ack_replicas), so a backfilled call gets what a webhook call gets.
+type EventEnqueuer interface {
+	EnqueueEvents(ctx context.Context, route string, events []*miitel.Event) ([]receiver.EventResult, error)
 }
 
-// NewAsynqEnqueuer returns an Enqueuer on the queue; status, when set, records each event.
-func NewAsynqEnqueuer(rdb redis.UniversalClient, cfg config.Queue, status Received) *AsynqEnqueuer {
-	return &AsynqEnqueuer{q: newQueue(rdb, cfg), status: status, now: time.Now}
-}
+// ReceiverEnqueuer is the receiver's enqueue as a backfill's Enqueuer.
+func ReceiverEnqueuer(e EventEnqueuer) Enqueuer { return receiverEnqueuer{e} }
+
+type receiverEnqueuer struct{ e EventEnqueuer }
 
 // Enqueue implements Enqueuer.
-func (a *AsynqEnqueuer) Enqueue(ctx context.Context, route string, events []*miitel.Event) ([]Enqueued, error) {
-	out := make([]Enqueued, 0, len(events))
-	for _, ev := range events {
-		res, err := a.q.enqueue(ctx, ev, true)
-		if err != nil {
-			return out, err
-		}
-		dup := res == resultDuplicate
-		out = append(out, Enqueued{DetailID: ev.Detail.ID, Kind: ev.Kind, Duplicate: dup})
-		if a.status != nil {
-			_ = a.status.Received(ctx, ev, dup, a.now()) // best effort, as in the worker
-		}
+func (r receiverEnqueuer) Enqueue(ctx context.Context, route string, events []*miitel.Event) ([]Enqueued, error) {
+	res, err := r.e.EnqueueEvents(ctx, route, events)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Enqueued, len(res))
+	for i, e := range res {
+		out[i] = Enqueued{DetailID: e.DetailID, Kind: e.Kind, Duplicate: e.Duplicate}
 	}
 	return out, nil
 }

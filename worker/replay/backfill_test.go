@@ -7,11 +7,15 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/examples"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+	"github.com/miitel-crm-sync/miitel-crm-sync/receiver"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
 )
 
@@ -50,7 +54,7 @@ func TestBackfillThroughTheReceiverPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := jsonl(t, seed, `{"challenge": "abc"}`, "", `{"call": {"id": "x"`, sample1, seed, `{"call": {"id": "c", "tenant_code": "t"}}`, minutes)
-	enq := NewAsynqEnqueuer(r.rdb, r.queue, r.status)
+	enq := receiverEnqueue(t, r.rdb, r.queue, r.status)
 	var lines []int
 	sum, err := Backfill(ctx, strings.NewReader(file), enq, BackfillOptions{Route: "r", CredentialKeys: []string{"params_key"},
 		Progress: func(p BackfillProgress) { lines = append(lines, p.Line) }})
@@ -147,7 +151,7 @@ func TestBackfillStopsAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := jsonl(t, seed, sample1, minutes)
-	enq := &failingEnqueuer{Enqueuer: NewAsynqEnqueuer(r.rdb, r.queue, nil), n: 2}
+	enq := &failingEnqueuer{Enqueuer: receiverEnqueue(t, r.rdb, r.queue, nil), n: 2}
 	sum, err := Backfill(ctx, strings.NewReader(file), enq, BackfillOptions{Route: "r"})
 	if err == nil || sum.StoppedAt != 2 || sum.Queued != 1 || !strings.Contains(err.Error(), "resume from line 2") {
 		t.Fatalf("summary %+v, err %v", sum, err)
@@ -164,9 +168,24 @@ func TestBackfillStopsAndResumes(t *testing.T) {
 func TestBackfillRefusesAnOverlongLine(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	_, err := Backfill(context.Background(), strings.NewReader(jsonl(t, seed)), NewAsynqEnqueuer(r.rdb, r.queue, nil),
+	_, err := Backfill(context.Background(), strings.NewReader(jsonl(t, seed)), receiverEnqueue(t, r.rdb, r.queue, nil),
 		BackfillOptions{Route: "r", MaxLineBytes: 1024})
 	if err == nil || !strings.Contains(err.Error(), "line 1 is over 1024 bytes") {
 		t.Errorf("err = %v", err)
 	}
+}
+
+// receiverEnqueue is the receiver's own enqueue on rdb, as cmd wires it for a backfill;
+// st nil records no call status.
+func receiverEnqueue(t *testing.T, rdb redis.UniversalClient, q config.Queue, st *callstatus.Store) Enqueuer {
+	t.Helper()
+	o := receiver.EnqueueOptions{Redis: rdb, Queue: q, Timeout: 5 * time.Second}
+	if st != nil {
+		o.Status = receiver.Status{Lua: callstatus.LuaLibrary, Args: st}
+	}
+	e, err := receiver.NewEnqueuer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ReceiverEnqueuer(e)
 }
