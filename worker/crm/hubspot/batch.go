@@ -21,7 +21,10 @@ import (
 //     their contact association inline) and batch/update for known ones;
 //   - call -> contact associations made after an upsert or a changed contact: v4
 //     associations batch/create;
-//   - contact lookups: one contacts search with IN filters for many numbers.
+//   - contact lookups: one contacts search with IN filters for many numbers;
+//   - after an interrupted create, the id map's search by hs_call_external_id: one calls
+//     search for the external ids of every delivery recovering at once (a batch whose
+//     answer was lost).
 //
 // Each input carries a distinct objectWriteTraceId, so HubSpot answers a failing input
 // alone in a 207 Multi-Status (errors[] naming its trace id) instead of failing the batch:
@@ -105,6 +108,12 @@ func (c *Connector) newBatchers(ctx context.Context) {
 	c.assocs = crm.NewBatcher(ctx, crm.BatchOptions[assocItem, struct{}]{
 		Connection: c.name, Op: "associate calls", MaxSize: c.batchSize(), Linger: c.batch.Linger, Ready: requests, Metrics: c.m,
 		Flush: c.flushAssociations,
+	})
+	c.finds = crm.NewBatcher(ctx, crm.BatchOptions[string, string]{
+		Connection: c.name, Op: "search calls", MaxSize: min(c.batchSize(), maxInValues), Linger: c.batch.Linger,
+		Ready:   func(ctx context.Context) error { return c.limiter.Wait(ctx, "search", "requests") },
+		Metrics: c.m,
+		Flush:   c.flushFind,
 	})
 	c.searches = crm.NewBatcher(ctx, crm.BatchOptions[*contactItem, contactOut]{
 		Connection: c.name, Op: "search contacts", MaxSize: min(c.batchSize(), maxNumbersPerSearch), Linger: c.batch.Linger,
@@ -411,6 +420,62 @@ func (c *Connector) flushSearch(ctx context.Context, items []*contactItem) []crm
 		}
 		slices.SortStableFunc(ids, func(a, b string) int { return rank[a] - rank[b] })
 		results[i].Value = contactOut{ids: ids}
+	}
+	return results
+}
+
+// CallBatchSearchRequest is POST /crm/v3/objects/calls/search for up to maxInValues
+// external ids: one IN filter on hs_call_external_id.
+func CallBatchSearchRequest(externalIDs []string, after string) crm.Request {
+	body := map[string]any{
+		"filterGroups": []map[string]any{{"filters": []map[string]any{{"propertyName": ExternalIDProperty, "operator": "IN", "values": externalIDs}}}},
+		"properties":   []string{ExternalIDProperty},
+		"sorts":        []map[string]string{{"propertyName": "hs_createdate", "direction": "ASCENDING"}},
+		"limit":        searchPageSize,
+	}
+	if after != "" {
+		body["after"] = after
+	}
+	return crm.Request{Op: "hubspot: search calls", Method: "POST", Path: "/crm/v3/objects/calls/search", Body: body}
+}
+
+// flushFind looks for the calls carrying the items' external ids; "" for none found. Were
+// there several for one id (should never be), the oldest is adopted.
+func (c *Connector) flushFind(ctx context.Context, items []string) []crm.BatchResult[string] {
+	results := make([]crm.BatchResult[string], len(items))
+	ids := slices.Compact(slices.Sorted(slices.Values(items)))
+	found := map[string]string{}
+	after := ""
+	for page := 0; ; page++ {
+		var out struct {
+			Results []struct {
+				ID         string            `json:"id"`
+				Properties map[string]string `json:"properties"`
+			} `json:"results"`
+			Paging struct {
+				Next struct {
+					After string `json:"after"`
+				} `json:"next"`
+			} `json:"paging"`
+		}
+		if _, err := c.api.Do(ctx, CallBatchSearchRequest(ids, after), &out); err != nil {
+			for i := range results {
+				results[i].Err = err
+			}
+			return results
+		}
+		for _, r := range out.Results {
+			if ext := r.Properties[ExternalIDProperty]; found[ext] == "" {
+				found[ext] = r.ID
+			}
+		}
+		after = out.Paging.Next.After
+		if after == "" || len(out.Results) == 0 || page >= searchMaxResults/searchPageSize {
+			break
+		}
+	}
+	for i, ext := range items {
+		results[i].Value = found[ext]
 	}
 	return results
 }

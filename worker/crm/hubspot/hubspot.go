@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
@@ -62,12 +63,14 @@ type Connector struct {
 	log     *slog.Logger
 	limiter *crm.RateLimiter
 	m       *crm.Metrics
+	owners  singleflight.Group
 
 	// batch shapes the batches (batch.go); the batchers run on the connector's context.
 	batch                     config.Batch
 	upserts, creates, updates *crm.Batcher[*writeItem, writeOut]
 	assocs                    *crm.Batcher[assocItem, struct{}]
 	searches                  *crm.Batcher[*contactItem, contactOut]
+	finds                     *crm.Batcher[string, string]
 }
 
 // OAuthConfig is the x/oauth2 config of a HubSpot OAuth app: form-encoded client
@@ -306,7 +309,16 @@ func (c *Connector) forgetStaleContact(ctx context.Context, rec *mappers.Record,
 	return &retry
 }
 
+// owner resolves the rep's owner id, cached as before. Concurrent deliveries of one rep's
+// calls share one lookup (a burst would otherwise send one owner request per call before the
+// first answer is cached).
 func (c *Connector) owner(ctx context.Context, email string) (string, error) {
+	v, err, _ := c.owners.Do(strings.ToLower(email), func() (any, error) { return c.resolveOwner(ctx, email) })
+	id, _ := v.(string)
+	return id, err
+}
+
+func (c *Connector) resolveOwner(ctx context.Context, email string) (string, error) {
 	return c.lookups.Resolve(ctx, crm.LookupOwner, strings.ToLower(email), func(ctx context.Context) (string, error) {
 		var out struct {
 			Results []struct {
@@ -413,19 +425,11 @@ func (c *Connector) upsertMapped(ctx context.Context, rec *mappers.Record, props
 			return nil
 		},
 		Find: func(ctx context.Context) (string, error) {
-			var out struct {
-				Results []struct {
-					ID string `json:"id"`
-				} `json:"results"`
+			id, err := c.finds.Do(ctx, rec.ExternalID.Value)
+			if err == nil && id != "" {
+				c.log.Info("hubspot: adopted a call created by an interrupted attempt", "external_id", rec.ExternalID.Value, "call_id", id)
 			}
-			if _, err := c.api.Do(ctx, CallSearchRequest(rec.ExternalID.Value), &out); err != nil {
-				return "", err
-			}
-			if len(out.Results) == 0 {
-				return "", nil
-			}
-			c.log.Info("hubspot: adopted a call created by an interrupted attempt", "external_id", rec.ExternalID.Value, "call_id", out.Results[0].ID)
-			return out.Results[0].ID, nil
+			return id, err
 		},
 		Create: func(ctx context.Context) (string, error) {
 			out, err := c.creates.Do(ctx, &writeItem{key: rec.ExternalID.Value, props: props.All(), contact: contact})
