@@ -8,6 +8,10 @@
 // hs_call_external_id after a crash) keeps the MiiTel-id -> HubSpot-id map. Requests go
 // through the shared crm stack: per-connection rate limit (10-second budget, search 5/s),
 // the shared OAuth2 token (or a private-app token), and error classification.
+//
+// Writes, associations and contact searches go in batches (batch.go): the calls concurrent
+// deliveries submit share one batch request of up to batch.max_size (100), and each delivery
+// is answered for its own input, so every call keeps its own outcome and its own task.
 package hubspot
 
 import (
