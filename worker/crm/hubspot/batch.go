@@ -361,49 +361,29 @@ func (c *Connector) flushSearch(ctx context.Context, items []*contactItem) []crm
 	}
 	matches := map[string][]string{} // form -> contact ids
 	rank := map[string]int{}         // contact id -> place in the search's order (newest first)
-	after, fetched := "", 0
-	for {
-		var out struct {
-			Total   int `json:"total"`
-			Results []struct {
-				ID         string            `json:"id"`
-				Properties map[string]string `json:"properties"`
-			} `json:"results"`
-			Paging struct {
-				Next struct {
-					After string `json:"after"`
-				} `json:"next"`
-			} `json:"paging"`
-		}
-		if _, err := c.api.Do(ctx, ContactBatchSearchRequest(forms, after), &out); err != nil {
-			for i := range results {
-				results[i].Err = err
+	err := c.searchPages(ctx, func(after string) crm.Request { return ContactBatchSearchRequest(forms, after) },
+		func(total int, hits []searchHit) error {
+			if total > searchMaxResults {
+				return &crm.Error{Class: crm.Transient, Op: "hubspot: search contacts",
+					Msg: fmt.Sprintf("%d contacts match %d numbers, over HubSpot's %d results per search", total, len(forms), searchMaxResults)}
 			}
-			return results
-		}
-		if out.Total > searchMaxResults {
-			err := &crm.Error{Class: crm.Transient, Op: "hubspot: search contacts",
-				Msg: fmt.Sprintf("%d contacts match %d numbers, over HubSpot's %d results per search", out.Total, len(forms), searchMaxResults)}
-			for i := range results {
-				results[i].Err = err
-			}
-			return results
-		}
-		for _, r := range out.Results {
-			if _, ok := rank[r.ID]; !ok {
-				rank[r.ID] = len(rank)
-			}
-			for _, p := range phoneProperties {
-				if v := r.Properties[p]; seen[v] {
-					matches[v] = append(matches[v], r.ID)
+			for _, r := range hits {
+				if _, ok := rank[r.ID]; !ok {
+					rank[r.ID] = len(rank)
+				}
+				for _, p := range phoneProperties {
+					if v := r.Properties[p]; seen[v] {
+						matches[v] = append(matches[v], r.ID)
+					}
 				}
 			}
+			return nil
+		})
+	if err != nil {
+		for i := range results {
+			results[i].Err = err
 		}
-		fetched += len(out.Results)
-		after = out.Paging.Next.After
-		if after == "" || len(out.Results) == 0 || fetched >= out.Total {
-			break
-		}
+		return results
 	}
 	for i, it := range items {
 		// Results come newest first; a contact matching on both properties or on two
@@ -422,6 +402,42 @@ func (c *Connector) flushSearch(ctx context.Context, items []*contactItem) []crm
 		results[i].Value = contactOut{ids: ids}
 	}
 	return results
+}
+
+// searchHit is one search result with the properties asked for.
+type searchHit struct {
+	ID         string            `json:"id"`
+	Properties map[string]string `json:"properties"`
+}
+
+// searchPages sends the search built by page (after: "" first) and every further page,
+// handing each page's results and total to visit, until the last page or HubSpot's cap on
+// one query's results. Every page is one search request (the first one's budget taken by
+// the batch's Ready).
+func (c *Connector) searchPages(ctx context.Context, page func(after string) crm.Request, visit func(total int, hits []searchHit) error) error {
+	after, fetched := "", 0
+	for {
+		var out struct {
+			Total   int         `json:"total"`
+			Results []searchHit `json:"results"`
+			Paging  struct {
+				Next struct {
+					After string `json:"after"`
+				} `json:"next"`
+			} `json:"paging"`
+		}
+		if _, err := c.api.Do(ctx, page(after), &out); err != nil {
+			return err
+		}
+		if err := visit(out.Total, out.Results); err != nil {
+			return err
+		}
+		fetched += len(out.Results)
+		after = out.Paging.Next.After
+		if after == "" || len(out.Results) == 0 || fetched >= min(out.Total, searchMaxResults) {
+			return nil
+		}
+	}
 }
 
 // CallBatchSearchRequest is POST /crm/v3/objects/calls/search for up to maxInValues
@@ -445,34 +461,20 @@ func (c *Connector) flushFind(ctx context.Context, items []string) []crm.BatchRe
 	results := make([]crm.BatchResult[string], len(items))
 	ids := slices.Compact(slices.Sorted(slices.Values(items)))
 	found := map[string]string{}
-	after := ""
-	for page := 0; ; page++ {
-		var out struct {
-			Results []struct {
-				ID         string            `json:"id"`
-				Properties map[string]string `json:"properties"`
-			} `json:"results"`
-			Paging struct {
-				Next struct {
-					After string `json:"after"`
-				} `json:"next"`
-			} `json:"paging"`
-		}
-		if _, err := c.api.Do(ctx, CallBatchSearchRequest(ids, after), &out); err != nil {
-			for i := range results {
-				results[i].Err = err
+	err := c.searchPages(ctx, func(after string) crm.Request { return CallBatchSearchRequest(ids, after) },
+		func(_ int, hits []searchHit) error {
+			for _, r := range hits {
+				if ext := r.Properties[ExternalIDProperty]; found[ext] == "" {
+					found[ext] = r.ID
+				}
 			}
-			return results
+			return nil
+		})
+	if err != nil {
+		for i := range results {
+			results[i].Err = err
 		}
-		for _, r := range out.Results {
-			if ext := r.Properties[ExternalIDProperty]; found[ext] == "" {
-				found[ext] = r.ID
-			}
-		}
-		after = out.Paging.Next.After
-		if after == "" || len(out.Results) == 0 || page >= searchMaxResults/searchPageSize {
-			break
-		}
+		return results
 	}
 	for i, ext := range items {
 		results[i].Value = found[ext]
