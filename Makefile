@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BUILD_FLAGS := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 BUILD_PKG := ./cmd/miitel-crm-sync
 
-.PHONY: all deps build test test-go test-chart test-crash vet fmt-check bench fuzz soak run clean load-deps load-receiver
+.PHONY: all deps build test test-go test-chart test-crash vet fmt-check bench fuzz soak run clean load-deps load-receiver load-worker
 
 all: build
 
@@ -58,6 +58,13 @@ fuzz:
 ## on a private redis-server (AOF everysec); docs/BENCHMARKS.md. ROUNDS=3 DUR=10s SCENARIOS=...
 load-receiver: deps load-deps
 	ROUNDS=$(or $(ROUNDS),3) DUR=$(or $(DUR),10s) bash receiver/internal/loadrun/run.sh
+
+## load-worker: 10,000 calls (1,000 customer numbers) through the HubSpot connector into the
+## fake enforcing HubSpot's limits; requests made and drain time; docs/BENCHMARKS.md.
+## CALLS=10000 NUMBERS=1000 ROUNDS=3 UNIQUE= (a unique property name: the upsert path)
+load-worker: deps
+	$(GO) test -count=1 -timeout 30m -run '^TestLoadWorker$$' -v ./worker/crm/hubspot/ -load \
+	  -load.calls $(or $(CALLS),10000) -load.numbers $(or $(NUMBERS),1000) -load.rounds $(or $(ROUNDS),3) -load.unique "$(UNIQUE)"
 
 ## load-deps: wrk (closed-loop HTTP load) from Debian's packages, as deps installs redis-server
 load-deps:

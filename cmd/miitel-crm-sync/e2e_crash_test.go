@@ -247,10 +247,10 @@ func skipAhead(t *testing.T, s *stack, taskID, route, detail string) {
 func TestE2EWorkerKilledMidTaskLosesAndDuplicatesNothing(t *testing.T) {
 	t.Parallel()
 	isHubSpotCreate := func(r *http.Request) bool {
-		return r.Method == http.MethodPost && r.URL.Path == "/crm/v3/objects/calls"
+		return r.Method == http.MethodPost && r.URL.Path == "/crm/v3/objects/calls/batch/create"
 	}
 	isHubSpotUpdate := func(r *http.Request) bool {
-		return r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/crm/v3/objects/calls/")
+		return r.Method == http.MethodPost && r.URL.Path == "/crm/v3/objects/calls/batch/update"
 	}
 	isSalesforceUpsert := func(r *http.Request) bool {
 		return r.Method == http.MethodPatch && strings.Contains(r.URL.Path, "/sobjects/Task/"+externalIDField)
@@ -327,7 +327,7 @@ func TestE2EWorkerKilledMidTaskLosesAndDuplicatesNothing(t *testing.T) {
 			s.waitDelivered(t)
 			if c.route == hubspotRoute {
 				checkHubSpot(t, s, []wantCall{want})
-				if n := s.hs.Count("POST /crm/v3/objects/calls"); n != 1 {
+				if n := s.hs.Count("POST /crm/v3/objects/calls/batch/create"); n != 1 {
 					t.Errorf("HubSpot got %d creates, want 1", n)
 				}
 				if n := s.hs.Count("POST /crm/v3/objects/calls/search"); !c.update && n != 1 {

@@ -108,6 +108,8 @@ type stackOptions struct {
 	// salesforceBatch is the sf connection's batch section, e.g. "{max_size: 200, linger:
 	// 10s}" (default: none, the built-in defaults).
 	salesforceBatch string
+	// hubspotBatch is the hs connection's batch section (default: none).
+	hubspotBatch string
 	// salesforceFake adjusts the Salesforce fake's options (e.g. an org without the
 	// External ID field).
 	salesforceFake func(*salesforcefake.Options)
@@ -189,6 +191,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		hubspotCfg = fmt.Sprintf("      base_url: %q\n      token_url: %q\n      client_id: client-id\n"+
 			"      client_secret: {env: HUBSPOT_CLIENT_SECRET}\n      refresh_token: {env: HUBSPOT_REFRESH_TOKEN}\n",
 			hsURL, hsURL+"/oauth/v1/token")
+	}
+	if o.hubspotBatch != "" {
+		hubspotCfg += "    batch: " + o.hubspotBatch + "\n"
 	}
 	sfURL := s.sf.URL
 	if o.salesforceVia != nil {

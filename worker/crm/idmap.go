@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -195,10 +196,11 @@ func (m *IDMap) Upsert(ctx context.Context, object, externalID string, contact s
 	id, err = ops.Create(ctx)
 	if err != nil {
 		var ce *Error
-		if errors.As(err, &ce) && (ce.Class != Transient || (ce.Status >= 400 && ce.Status < 500)) {
-			// Refused (validation, 401, 423, 429, no token, local limit): nothing was
-			// created, so drop the marker and let the next attempt create at once. Only a
-			// network failure or a 5xx leaves the outcome unknown.
+		if errors.As(err, &ce) && (ce.Class != Transient || (ce.Status >= 400 && ce.Status < 500) || ce.Status == http.StatusMultiStatus) {
+			// Refused (validation, 401, 423, 429, no token, local limit, or this record
+			// refused alone in a batch's 207 Multi-Status): nothing was created, so drop
+			// the marker and let the next attempt create at once. Only a network failure
+			// or a 5xx leaves the outcome unknown.
 			_ = m.Delete(ctx, object, externalID)
 		}
 		return "", false, err

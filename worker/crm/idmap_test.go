@@ -72,6 +72,8 @@ func TestIDMapUpsert(t *testing.T) {
 			wantClass: ptr(Transient), wantCalls: []string{"create"}},
 		{name: "create answered 502: marker kept", crm: fakeCRM{createErr: &Error{Class: Transient, Op: "x", Status: 502}},
 			wantClass: ptr(Transient), wantCalls: []string{"create"}, wantEntry: &IDEntry{}},
+		{name: "create refused alone in a batch's 207: marker dropped", crm: fakeCRM{createErr: &Error{Class: Transient, Op: "x", Status: 207, Code: "INTERNAL_ERROR"}},
+			wantClass: ptr(Transient), wantCalls: []string{"create"}},
 		{name: "create outcome unknown: marker kept", crm: fakeCRM{createErr: &Error{Class: Transient, Op: "x"}},
 			wantClass: ptr(Transient), wantCalls: []string{"create"}, wantEntry: &IDEntry{}},
 	}

@@ -8,6 +8,10 @@
 // hs_call_external_id after a crash) keeps the MiiTel-id -> HubSpot-id map. Requests go
 // through the shared crm stack: per-connection rate limit (10-second budget, search 5/s),
 // the shared OAuth2 token (or a private-app token), and error classification.
+//
+// Writes, associations and contact searches go in batches (batch.go): the calls concurrent
+// deliveries submit share one batch request of up to batch.max_size (100), and each delivery
+// is answered for its own input, so every call keeps its own outcome and its own task.
 package hubspot
 
 import (
@@ -22,6 +26,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers"
@@ -59,6 +64,16 @@ type Connector struct {
 	ids     *crm.IDMap
 	unique  string
 	log     *slog.Logger
+	limiter *crm.RateLimiter
+	m       *crm.Metrics
+	owners  singleflight.Group
+
+	// batch shapes the batches (batch.go); the batchers run on the connector's context.
+	batch                     config.Batch
+	upserts, creates, updates *crm.Batcher[*writeItem, writeOut]
+	assocs                    *crm.Batcher[assocItem, struct{}]
+	searches                  *crm.Batcher[*contactItem, contactOut]
+	finds                     *crm.Batcher[string, string]
 
 	// For the check (check.go) and the record links (recordurl.go).
 	tokens    crm.TokenProvider
@@ -195,6 +210,9 @@ func New(o Options) (*Connector, error) {
 		ids:     crm.NewIDMap(o.Redis, name, o.IDMapTTL, o.SearchLag),
 		unique:  h.UniqueProperty,
 		log:     log,
+		limiter: limiter,
+		m:       m,
+		batch:   o.Connection.Batch,
 
 		tokens:    tokens,
 		oauth:     !static,
@@ -204,6 +222,7 @@ func New(o Options) (*Connector, error) {
 	if static {
 		c.privToken = h.PrivateAppToken.Value()
 	}
+	c.newBatchers(o.Context)
 	return c, nil
 }
 
@@ -312,7 +331,16 @@ func (c *Connector) forgetStaleContact(ctx context.Context, rec *mappers.Record,
 	return &retry
 }
 
+// owner resolves the rep's owner id, cached as before. Concurrent deliveries of one rep's
+// calls share one lookup (a burst would otherwise send one owner request per call before the
+// first answer is cached).
 func (c *Connector) owner(ctx context.Context, email string) (string, error) {
+	v, err, _ := c.owners.Do(strings.ToLower(email), func() (any, error) { return c.resolveOwner(ctx, email) })
+	id, _ := v.(string)
+	return id, err
+}
+
+func (c *Connector) resolveOwner(ctx context.Context, email string) (string, error) {
 	return c.lookups.Resolve(ctx, crm.LookupOwner, strings.ToLower(email), func(ctx context.Context) (string, error) {
 		return c.findOwner(ctx, email)
 	})
@@ -331,24 +359,19 @@ func (c *Connector) contact(ctx context.Context, l *mappers.ContactLookup) (stri
 		return "", nil
 	}
 	return c.lookups.Resolve(ctx, crm.LookupContact, contactCacheKey(l), func(ctx context.Context) (string, error) {
-		var out struct {
-			Total   int `json:"total"`
-			Results []struct {
-				ID string `json:"id"`
-			} `json:"results"`
-		}
-		if _, err := c.api.Do(ctx, ContactSearchRequest(l), &out); err != nil {
+		out, err := c.searches.Do(ctx, &contactItem{forms: PhoneForms(l)})
+		if err != nil {
 			return "", err
 		}
 		switch {
-		case len(out.Results) > 1 && l.OnMultiple == "skip":
-			c.log.Warn("hubspot: several contacts match the caller's number; policy skip leaves the call unassociated", "matches", out.Total)
+		case len(out.ids) > 1 && l.OnMultiple == "skip":
+			c.log.Warn("hubspot: several contacts match the caller's number; policy skip leaves the call unassociated", "matches", len(out.ids))
 			return "", nil
-		case len(out.Results) > 0:
-			if len(out.Results) > 1 {
-				c.log.Info("hubspot: several contacts match the caller's number; using the most recently modified", "matches", out.Total)
+		case len(out.ids) > 0:
+			if len(out.ids) > 1 {
+				c.log.Info("hubspot: several contacts match the caller's number; using the most recently modified", "matches", len(out.ids))
 			}
-			return out.Results[0].ID, nil
+			return out.ids[0], nil
 		case l.OnNone == "create_contact" || l.OnNone == "create_lead":
 			var created struct {
 				ID string `json:"id"`
@@ -375,33 +398,13 @@ func (c *Connector) upsertUnique(ctx context.Context, rec *mappers.Record, props
 	if known && entry.ID != "" {
 		send = props.Always
 	}
-	var out struct {
-		Results []struct {
-			ID  string `json:"id"`
-			New bool   `json:"new"`
-		} `json:"results"`
-		Errors []struct {
-			Category string `json:"category"`
-			Message  string `json:"message"`
-		} `json:"errors"`
-	}
-	if _, err := c.api.Do(ctx, UpsertCallRequest(c.unique, rec.ExternalID.Value, send), &out); err != nil {
+	out, err := c.upserts.Do(ctx, &writeItem{key: rec.ExternalID.Value, props: send})
+	if err != nil {
 		return "", false, err
 	}
-	if len(out.Errors) > 0 || len(out.Results) == 0 {
-		// 207 Multi-Status: our single input failed.
-		e := &crm.Error{Op: "hubspot: upsert call", Status: http.StatusMultiStatus, Class: crm.Transient}
-		if len(out.Errors) > 0 {
-			e.Code, e.Msg = out.Errors[0].Category, crm.Snippet(out.Errors[0].Message, 2000)
-			if e.Code == "VALIDATION_ERROR" || e.Code == "CONFLICT" {
-				e.Class = crm.Permanent
-			}
-		}
-		return "", false, e
-	}
-	id, created := out.Results[0].ID, out.Results[0].New
+	id, created := out.id, out.created
 	if contact != "" && entry.Contact != contact {
-		if _, err := c.api.Do(ctx, AssociateRequest(id, contact), nil); err != nil {
+		if _, err := c.assocs.Do(ctx, assocItem{call: id, contact: contact}); err != nil {
 			return "", false, err
 		}
 	}
@@ -415,43 +418,29 @@ func (c *Connector) upsertUnique(ctx context.Context, rec *mappers.Record, props
 func (c *Connector) upsertMapped(ctx context.Context, rec *mappers.Record, props Properties, contact string) (string, bool, error) {
 	return c.ids.Upsert(ctx, "calls", rec.ExternalID.Value, contact, crm.IDMapOps{
 		Update: func(ctx context.Context, e crm.IDEntry) error {
-			status, err := c.api.Do(ctx, UpdateCallRequest(e.ID, props.Always), nil)
-			if status == http.StatusNotFound {
-				return fmt.Errorf("hubspot: call %s: %w", e.ID, crm.ErrNotFound)
-			}
-			if err != nil {
+			if _, err := c.updates.Do(ctx, &writeItem{key: e.ID, props: props.Always}); err != nil {
+				if errors.Is(err, crm.ErrNotFound) {
+					return fmt.Errorf("hubspot: call %s: %w", e.ID, crm.ErrNotFound)
+				}
 				return err
 			}
 			if contact != "" && e.Contact != contact {
-				if _, err := c.api.Do(ctx, AssociateRequest(e.ID, contact), nil); err != nil {
+				if _, err := c.assocs.Do(ctx, assocItem{call: e.ID, contact: contact}); err != nil {
 					return err
 				}
 			}
 			return nil
 		},
 		Find: func(ctx context.Context) (string, error) {
-			var out struct {
-				Results []struct {
-					ID string `json:"id"`
-				} `json:"results"`
+			id, err := c.finds.Do(ctx, rec.ExternalID.Value)
+			if err == nil && id != "" {
+				c.log.Info("hubspot: adopted a call created by an interrupted attempt", "external_id", rec.ExternalID.Value, "call_id", id)
 			}
-			if _, err := c.api.Do(ctx, CallSearchRequest(rec.ExternalID.Value), &out); err != nil {
-				return "", err
-			}
-			if len(out.Results) == 0 {
-				return "", nil
-			}
-			c.log.Info("hubspot: adopted a call created by an interrupted attempt", "external_id", rec.ExternalID.Value, "call_id", out.Results[0].ID)
-			return out.Results[0].ID, nil
+			return id, err
 		},
 		Create: func(ctx context.Context) (string, error) {
-			var out struct {
-				ID string `json:"id"`
-			}
-			if _, err := c.api.Do(ctx, CreateCallRequest(props.All(), contact), &out); err != nil {
-				return "", err
-			}
-			return out.ID, nil
+			out, err := c.creates.Do(ctx, &writeItem{key: rec.ExternalID.Value, props: props.All(), contact: contact})
+			return out.id, err
 		},
 	})
 }

@@ -125,11 +125,11 @@ func TestDeliverCreatesOnceThenUpdates(t *testing.T) {
 	}
 	// The create-only disposition went with the create only.
 	for _, r := range e.fake.Requests() {
-		if r.Method == "PATCH" && strings.Contains(r.Body, "hs_call_disposition") {
+		if r.Route == "POST /crm/v3/objects/calls/batch/update" && strings.Contains(r.Body, "hs_call_disposition") {
 			t.Errorf("update sent a create-only field: %s", r.Body)
 		}
 	}
-	if n := e.fake.Count("POST /crm/v3/objects/calls"); n != 1 {
+	if n := e.fake.Count("POST /crm/v3/objects/calls/batch/create"); n != 1 {
 		t.Errorf("creates = %d, want 1", n)
 	}
 }
@@ -151,8 +151,8 @@ func TestDeliverUniqueProperty(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]int{"upsert": 2, "associate": 1, "create": 0}, map[string]int{
 		"upsert":    e.fake.Count("POST /crm/v3/objects/calls/batch/upsert"),
-		"associate": e.fake.Count("PUT /crm/v4/objects/calls/{id}/associations/contacts/{id}"),
-		"create":    e.fake.Count("POST /crm/v3/objects/calls"),
+		"associate": e.fake.Count("POST /crm/v4/associations/calls/contacts/batch/create"),
+		"create":    e.fake.Count("POST /crm/v3/objects/calls/batch/create"),
 	}); diff != "" {
 		t.Errorf("requests (-want +got):\n%s", diff)
 	}
@@ -192,7 +192,7 @@ func (d *dropAfter) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func isCreate(r *http.Request) bool {
-	return r.Method == "POST" && r.URL.Path == "/crm/v3/objects/calls"
+	return r.Method == "POST" && r.URL.Path == "/crm/v3/objects/calls/batch/create"
 }
 
 func TestCrashBetweenCreateAndIDMapRecovered(t *testing.T) {

@@ -115,38 +115,75 @@ func contactAssociation() []assocTypeJSON {
 	return []assocTypeJSON{{AssociationCategory: "HUBSPOT_DEFINED", AssociationTypeID: AssocCallToContact}}
 }
 
-// CreateCallRequest is POST /crm/v3/objects/calls with the contact association.
-func CreateCallRequest(props map[string]string, contactID string) crm.Request {
-	body := map[string]any{"properties": props}
+// Calls are written through the batch endpoints, one input per call (batch.go groups the
+// inputs of concurrent deliveries into one request). Each input carries an
+// objectWriteTraceId unique in its request, so a failing input is answered alone (207).
+
+// Batch write endpoints.
+const (
+	PathBatchCreate    = "/crm/v3/objects/calls/batch/create"
+	PathBatchUpdate    = "/crm/v3/objects/calls/batch/update"
+	PathBatchUpsert    = "/crm/v3/objects/calls/batch/upsert"
+	PathBatchAssociate = "/crm/v4/associations/calls/contacts/batch/create"
+)
+
+// CreateCallInput is one batch/create input: the properties and the contact association.
+func CreateCallInput(props map[string]string, contactID, trace string) map[string]any {
+	in := map[string]any{"properties": props, "objectWriteTraceId": trace}
 	if contactID != "" {
 		a := associationJSON{Types: contactAssociation()}
 		a.To.ID = contactID
-		body["associations"] = []associationJSON{a}
+		in["associations"] = []associationJSON{a}
 	}
-	return crm.Request{Op: "hubspot: create call", Method: "POST", Path: "/crm/v3/objects/calls", Body: body}
+	return in
 }
 
-// UpdateCallRequest is PATCH /crm/v3/objects/calls/{id}.
+// UpdateCallInput is one batch/update input.
+func UpdateCallInput(id string, props map[string]string, trace string) map[string]any {
+	return map[string]any{"id": id, "properties": props, "objectWriteTraceId": trace}
+}
+
+// UpsertCallInput is one batch/upsert input keyed by the unique property. HubSpot sets the
+// idProperty itself from id; sending it in properties as well is allowed only with the same
+// value, so it is left out. Upsert inputs carry no associations.
+func UpsertCallInput(uniqueProperty, value string, props map[string]string, trace string) map[string]any {
+	p := make(map[string]string, len(props))
+	for k, v := range props {
+		if k != uniqueProperty {
+			p[k] = v
+		}
+	}
+	return map[string]any{"id": value, "idProperty": uniqueProperty, "properties": p, "objectWriteTraceId": trace}
+}
+
+// AssociateInput is one v4 associations batch/create input: call -> contact, type 194.
+func AssociateInput(callID, contactID string) map[string]any {
+	return map[string]any{"from": map[string]string{"id": callID}, "to": map[string]string{"id": contactID}, "types": contactAssociation()}
+}
+
+// BatchRequest is a POST of inputs to one of the batch endpoints.
+func BatchRequest(op, path string, inputs []map[string]any) crm.Request {
+	return crm.Request{Op: op, Method: "POST", Path: path, Body: map[string]any{"inputs": inputs}}
+}
+
+// CreateCallRequest is what a lone call's create sends: batch/create with one input.
+func CreateCallRequest(props map[string]string, contactID string) crm.Request {
+	return BatchRequest("hubspot: create calls", PathBatchCreate, []map[string]any{CreateCallInput(props, contactID, "0")})
+}
+
+// UpdateCallRequest is what a lone call's update sends: batch/update with one input.
 func UpdateCallRequest(id string, props map[string]string) crm.Request {
-	return crm.Request{Op: "hubspot: update call", Method: "PATCH", Path: "/crm/v3/objects/calls/" + url.PathEscape(id),
-		Body: map[string]any{"properties": props}}
+	return BatchRequest("hubspot: update calls", PathBatchUpdate, []map[string]any{UpdateCallInput(id, props, "0")})
 }
 
-// UpsertCallRequest is POST /crm/v3/objects/calls/batch/upsert with one input keyed by the
-// unique property.
+// UpsertCallRequest is what a lone call's upsert sends: batch/upsert with one input.
 func UpsertCallRequest(uniqueProperty, value string, props map[string]string) crm.Request {
-	// HubSpot sets the idProperty itself from id; sending it in properties as well is allowed
-	// only with the same value, so leave it out.
-	delete(props, uniqueProperty)
-	return crm.Request{Op: "hubspot: upsert call", Method: "POST", Path: "/crm/v3/objects/calls/batch/upsert",
-		Body: map[string]any{"inputs": []map[string]any{{"id": value, "idProperty": uniqueProperty, "properties": props}}}}
+	return BatchRequest("hubspot: upsert calls", PathBatchUpsert, []map[string]any{UpsertCallInput(uniqueProperty, value, props, "0")})
 }
 
-// AssociateRequest is PUT /crm/v4/objects/calls/{id}/associations/contacts/{contactId}.
+// AssociateRequest is what a lone association sends: v4 batch/create with one input.
 func AssociateRequest(callID, contactID string) crm.Request {
-	return crm.Request{Op: "hubspot: associate call", Method: "PUT",
-		Path: "/crm/v4/objects/calls/" + url.PathEscape(callID) + "/associations/contacts/" + url.PathEscape(contactID),
-		Body: contactAssociation()}
+	return BatchRequest("hubspot: associate calls", PathBatchAssociate, []map[string]any{AssociateInput(callID, contactID)})
 }
 
 // OwnerRequest is GET /crm/v3/owners?email=.
@@ -183,23 +220,10 @@ func digits(s string) string {
 	return b.String()
 }
 
-// ContactSearchRequest is POST /crm/v3/objects/contacts/search: one OR-ed filter group per
-// (property, form), at most 4 groups of 1 filter (HubSpot allows 5 groups, 18 filters),
-// newest modification first.
+// ContactSearchRequest is what a lone lookup sends: the batch search (batch.go) for the
+// number's forms.
 func ContactSearchRequest(l *mappers.ContactLookup) crm.Request {
-	var groups []map[string]any
-	for _, prop := range []string{"hs_searchable_calculated_phone_number", "hs_searchable_calculated_mobile_number"} {
-		for _, f := range PhoneForms(l) {
-			groups = append(groups, map[string]any{"filters": []map[string]string{{"propertyName": prop, "operator": "EQ", "value": f}}})
-		}
-	}
-	return crm.Request{Op: "hubspot: search contact", Method: "POST", Path: "/crm/v3/objects/contacts/search",
-		Body: map[string]any{
-			"filterGroups": groups,
-			"sorts":        []map[string]string{{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}},
-			"properties":   []string{"lastmodifieddate"},
-			"limit":        2, // one more than needed tells "several" from "one"
-		}}
+	return ContactBatchSearchRequest(PhoneForms(l), "")
 }
 
 // CreateContactRequest is POST /crm/v3/objects/contacts with the caller's number.

@@ -91,6 +91,7 @@ type Server struct {
 	requests      []Request
 	tokenRequests int
 	check         checkState // scopes, token info, properties, account (check.go)
+	batch         batchState // batch.go
 }
 
 // New starts a fake and closes it when the test ends.
@@ -402,6 +403,12 @@ func (s *Server) route(r *http.Request) (string, func(http.ResponseWriter, *http
 		return "POST /crm/v3/objects/calls", s.createCall
 	case r.Method == http.MethodPost && p == "/crm/v3/objects/calls/batch/upsert":
 		return "POST /crm/v3/objects/calls/batch/upsert", s.batchUpsert
+	case r.Method == http.MethodPost && p == "/crm/v3/objects/calls/batch/create":
+		return "POST /crm/v3/objects/calls/batch/create", s.batchCreate
+	case r.Method == http.MethodPost && p == "/crm/v3/objects/calls/batch/update":
+		return "POST /crm/v3/objects/calls/batch/update", s.batchUpdate
+	case r.Method == http.MethodPost && p == "/crm/v4/associations/calls/contacts/batch/create":
+		return "POST /crm/v4/associations/calls/contacts/batch/create", s.batchAssociate
 	case r.Method == http.MethodPost && p == "/crm/v3/objects/calls/batch/read":
 		return "POST /crm/v3/objects/calls/batch/read", s.batchRead
 	case r.Method == http.MethodPatch && reCall.MatchString(p) && !strings.Contains(p, "/batch"):

@@ -328,69 +328,6 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request, _ []byte) {
 	writeJSON(w, http.StatusOK, s.objectJSON(c, nil))
 }
 
-func (s *Server) batchUpsert(w http.ResponseWriter, r *http.Request, body []byte) {
-	var in struct {
-		Inputs []struct {
-			ID         string                     `json:"id"`
-			IDProperty string                     `json:"idProperty"`
-			Properties map[string]json.RawMessage `json:"properties"`
-		} `json:"inputs"`
-	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", "Invalid input JSON on line 1: "+err.Error(), nil)
-		return
-	}
-	if len(in.Inputs) == 0 || len(in.Inputs) > 100 {
-		writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", fmt.Sprintf("inputs must hold 1 to 100 items, got %d", len(in.Inputs)), nil)
-		return
-	}
-	started := time.Now().UTC()
-	results := []map[string]any{}
-	errsOut := []map[string]any{}
-	for _, item := range in.Inputs {
-		if unique, ok := s.callProps[item.IDProperty]; !ok || !unique {
-			writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", s.nonUniqueMessage(item.IDProperty), nil)
-			return
-		}
-		props, errs := decodeProps(item.Properties)
-		existing := s.findCall(item.ID, item.IDProperty)
-		selfID := ""
-		if existing != nil {
-			selfID = existing.ID
-		}
-		if v, ok := props[item.IDProperty]; ok && v != item.ID {
-			errs = append(errs, propError{item.IDProperty, "INVALID_OPTION", "idProperty value in properties differs from id"})
-		}
-		errs = append(errs, s.validateCallProps(props, existing == nil, selfID)...)
-		if len(errs) > 0 {
-			errsOut = append(errsOut, map[string]any{"status": "error", "category": "VALIDATION_ERROR",
-				"message": propErrorMessage(errs), "context": map[string]any{"ids": []string{item.ID}}, "errors": propErrorDetails(errs)})
-			continue
-		}
-		var obj map[string]any
-		if existing == nil {
-			props[item.IDProperty] = item.ID
-			c := s.storeCall(props)
-			obj = s.objectJSON(c, nil)
-			obj["new"] = true
-		} else {
-			s.updateStored(existing, props)
-			obj = s.objectJSON(existing, nil)
-			obj["new"] = false
-		}
-		results = append(results, obj)
-	}
-	resp := map[string]any{"status": "COMPLETE", "results": results, "startedAt": started.Format(time.RFC3339Nano),
-		"completedAt": time.Now().UTC().Format(time.RFC3339Nano)}
-	status := http.StatusOK
-	if len(errsOut) > 0 {
-		resp["errors"] = errsOut
-		resp["numErrors"] = len(errsOut)
-		status = http.StatusMultiStatus
-	}
-	writeJSON(w, status, resp)
-}
-
 func (s *Server) batchRead(w http.ResponseWriter, r *http.Request, body []byte) {
 	var in struct {
 		IDProperty string   `json:"idProperty"`
@@ -532,7 +469,12 @@ func (s *Server) search(w http.ResponseWriter, body []byte, objects map[string]*
 		total += len(g.Filters)
 		for _, f := range g.Filters {
 			switch f.Operator {
-			case "EQ", "NEQ", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY":
+			case "EQ", "NEQ", "HAS_PROPERTY", "NOT_HAS_PROPERTY":
+			case "IN", "NOT_IN":
+				if len(f.Values) == 0 || len(f.Values) > MaxInValues {
+					writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", fmt.Sprintf("%s filter on %s takes 1 to %d values, got %d", f.Operator, f.PropertyName, MaxInValues, len(f.Values)), nil)
+					return
+				}
 			default:
 				writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", fmt.Sprintf("Unsupported filter operator %q", f.Operator), nil)
 				return
