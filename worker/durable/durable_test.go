@@ -1,0 +1,252 @@
+package durable_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
+)
+
+// fast makes replicas sync at once instead of after Redis's 5s diskless-sync delay.
+var fast = []string{"--repl-diskless-sync-delay", "0"}
+
+func set(key, val string) func(ctx context.Context, c redis.Cmdable) error {
+	return func(ctx context.Context, c redis.Cmdable) error { return c.Set(ctx, key, val, time.Minute).Err() }
+}
+
+// pause stops a replica from applying the replication stream for d (CLIENT PAUSE ALL
+// pauses its master link too), so the master's WAIT cannot be answered by it. Redis 7.0
+// queues even CLIENT UNPAUSE behind the pause, so the pause is short and awake waits it out.
+func pause(t *testing.T, n *redistest.Server, d time.Duration) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: n.Addr()})
+	defer c.Close()
+	if err := c.Do(context.Background(), "CLIENT", "PAUSE", d.Milliseconds(), "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awake polls until the replica answers again after its pause.
+func awake(t *testing.T, n *redistest.Server) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: n.Addr(), ReadTimeout: 5 * time.Second})
+	defer c.Close()
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("replica %s after its pause: %v", n.Addr(), err)
+	}
+}
+
+// TestSentinel runs every case against one Sentinel set (master and two replicas) through
+// a FailoverClient, the client config builds for redis.sentinel.
+func TestSentinel(t *testing.T) {
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{Sentinels: 1, Extra: fast})
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	replicas := s.Nodes[1:]
+
+	t.Run("auto waits for every replica", func(t *testing.T) {
+		a := durable.New(rdb, config.AckAuto, time.Second)
+		for i := range 20 {
+			key, val := fmt.Sprintf("auto:%d", i), fmt.Sprint(i)
+			if err := a.Write(ctx, "test: set", key, set(key, val)); err != nil {
+				t.Fatal(err)
+			}
+			// Confirmed by WAIT: every replica answers it now, not eventually.
+			for _, r := range replicas {
+				if got, err := r.Client().Get(ctx, key).Result(); err != nil || got != val {
+					t.Fatalf("replica %s: GET %s = %q, %v right after a confirmed write; want %q", r.Addr(), key, got, err, val)
+				}
+			}
+		}
+	})
+
+	t.Run("a paused replica makes auto time out", func(t *testing.T) {
+		a := durable.New(rdb, config.AckAuto, 100*time.Millisecond)
+		if err := a.Write(ctx, "test: set", "warm", set("warm", "1")); err != nil {
+			t.Fatal(err) // reads the replica count before the pause
+		}
+		pause(t, replicas[0], time.Second)
+		start := time.Now()
+		err := a.Write(ctx, "test: set", "paused", set("paused", "1"))
+		var de *durable.Error
+		if !errors.As(err, &de) {
+			t.Fatalf("Write with a paused replica = %v, want a *durable.Error", err)
+		}
+		if de.Want != 2 || de.Got != 1 || !de.Throttled() || de.RetryAfter() <= 0 {
+			t.Errorf("error = %+v (throttled %v, retry after %s); want 1 of 2, throttled, a retry delay", de, de.Throttled(), de.RetryAfter())
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("Write took %s with ack_timeout 100ms", took)
+		}
+		awake(t, replicas[0])
+	})
+
+	t.Run("a number waits for that many", func(t *testing.T) {
+		pause(t, replicas[1], time.Second)
+		if err := durable.New(rdb, 1, 500*time.Millisecond).Write(ctx, "test: set", "one", set("one", "1")); err != nil {
+			t.Errorf("ack_replicas 1 with one replica paused: %v", err)
+		}
+		err := durable.New(rdb, 2, 100*time.Millisecond).Write(ctx, "test: set", "two", set("two", "1"))
+		if de := (*durable.Error)(nil); !errors.As(err, &de) || de.Got != 1 {
+			t.Errorf("ack_replicas 2 with one replica paused = %v, want 1 of 2 confirmed", err)
+		}
+		// More than exist can never be confirmed: a clear error, not a hang.
+		err = durable.New(rdb, 3, 100*time.Millisecond).Write(ctx, "test: set", "three", set("three", "1"))
+		if de := (*durable.Error)(nil); !errors.As(err, &de) || de.Want != 3 {
+			t.Errorf("ack_replicas 3 of 2 = %v, want a *durable.Error", err)
+		}
+		awake(t, replicas[1])
+	})
+
+	t.Run("off never waits", func(t *testing.T) {
+		pause(t, replicas[0], time.Second)
+		pause(t, replicas[1], time.Second)
+		start := time.Now()
+		if err := durable.New(rdb, 0, time.Second).Write(ctx, "test: set", "off", set("off", "1")); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took >= time.Second {
+			t.Errorf("ack_replicas 0 took %s: it waited", took)
+		}
+		awake(t, replicas[0])
+		awake(t, replicas[1])
+	})
+
+	t.Run("the write's own error is returned, without a WAIT", func(t *testing.T) {
+		boom := errors.New("boom")
+		err := durable.New(rdb, config.AckAuto, time.Second).Write(ctx, "test: set", "x", func(context.Context, redis.Cmdable) error { return boom })
+		if !errors.Is(err, boom) {
+			t.Fatalf("Write = %v, want the write's error", err)
+		}
+		if de := (*durable.Error)(nil); errors.As(err, &de) {
+			t.Errorf("a failed write came back as a replication error: %v", err)
+		}
+	})
+}
+
+// TestAutoFollowsTheReplicas: a replica that goes away stops being waited for once the
+// master no longer reports it; auto does not turn every write into a timeout.
+func TestAutoFollowsTheReplicas(t *testing.T) {
+	master := redistest.Start(t, fast...)
+	var replicas []*redistest.Server
+	for range 2 {
+		replicas = append(replicas, redistest.Start(t, append([]string{"--replicaof", "127.0.0.1", master.Addr()[len("127.0.0.1:"):]}, fast...)...))
+	}
+	ctx := context.Background()
+	rdb := master.Client()
+	online := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			info, err := rdb.Info(ctx, "replication").Result()
+			n, _ := durable.OnlineReplicas(info)
+			if err == nil && n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("master reports %d online replicas, want %d:\n%s", n, want, info)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	online(2)
+	a := durable.New(rdb, config.AckAuto, 200*time.Millisecond)
+	if err := a.Write(ctx, "test: set", "k", set("k", "1")); err != nil {
+		t.Fatal(err)
+	}
+	replicas[1].Stop()
+	online(1)
+	// The cached count (2) may still be used once; the shortfall forgets it.
+	var err error
+	for range 2 {
+		if err = a.Write(ctx, "test: set", "k", set("k", "2")); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("auto still waits for a replica that left: %v", err)
+	}
+	if got, _ := replicas[0].Client().Get(ctx, "k").Result(); got != "2" {
+		t.Errorf("the remaining replica holds %q after a confirmed write, want 2", got)
+	}
+}
+
+// TestStandaloneAutoIsFree: auto on a Redis without replicas waits for none.
+func TestStandaloneAutoIsFree(t *testing.T) {
+	rdb := redistest.Start(t).Client()
+	if err := durable.New(rdb, config.AckAuto, time.Second).Write(context.Background(), "test: set", "k", set("k", "1")); err != nil {
+		t.Fatal(err)
+	}
+	err := durable.New(rdb, 1, 100*time.Millisecond).Write(context.Background(), "test: set", "k", set("k", "1"))
+	if de := (*durable.Error)(nil); !errors.As(err, &de) || de.Got != 0 {
+		t.Errorf("ack_replicas 1 on a standalone Redis = %v, want 0 of 1 confirmed", err)
+	}
+}
+
+// TestCluster: on a Cluster each write and its WAIT go to the key's own master, so keys in
+// every slot range are confirmed by that master's replica (and no CROSSSLOT, no MOVED).
+func TestCluster(t *testing.T) {
+	cs := redistest.StartCluster(t, 3, 1, fast...)
+	rdb := cs.Client()
+	ctx := context.Background()
+	a := durable.New(rdb, config.AckAuto, time.Second)
+	replicaOf := map[string]*redis.Client{} // master addr -> its replica
+	for _, n := range cs.Nodes[3:] {
+		c := n.Client()
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var host, port string
+		for _, l := range splitLines(info) {
+			if v, ok := cut(l, "master_host:"); ok {
+				host = v
+			}
+			if v, ok := cut(l, "master_port:"); ok {
+				port = v
+			}
+		}
+		replicaOf[host+":"+port] = c
+	}
+	for i := range 30 {
+		key := fmt.Sprintf("cluster:%d", i)
+		if err := a.Write(ctx, "test: set", key, set(key, "v")); err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		m, err := rdb.MasterForKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := replicaOf[m.Options().Addr]
+		if r == nil {
+			t.Fatalf("no replica found for master %s", m.Options().Addr)
+		}
+		// A replica answers reads of its slots with READONLY set on the connection.
+		conn := r.Conn()
+		_ = conn.ReadOnly(ctx).Err()
+		got, err := conn.Get(ctx, key).Result()
+		_ = conn.Close()
+		if err != nil || got != "v" {
+			t.Fatalf("replica of %s: GET %s = %q, %v right after a confirmed write", m.Options().Addr, key, got, err)
+		}
+	}
+}
+
+func splitLines(s string) []string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		out = append(out, strings.TrimSpace(l))
+	}
+	return out
+}
+
+func cut(l, prefix string) (string, bool) { return strings.CutPrefix(l, prefix) }
