@@ -135,7 +135,7 @@ func runProcess(ctx context.Context, o *processOptions) error {
 		w, err := worker.New(worker.Options{
 			Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: d.proc,
 			Logger: log.With("component", "worker"), Registerer: reg,
-			DeadLetter: ops.dead, Status: ops.status,
+			DeadLetter: ops.dead, Status: ops.status, Acks: d.acks,
 		})
 		if err != nil {
 			return err

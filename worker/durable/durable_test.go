@@ -22,27 +22,9 @@ func set(key, val string) func(ctx context.Context, c redis.Cmdable) error {
 	return func(ctx context.Context, c redis.Cmdable) error { return c.Set(ctx, key, val, time.Minute).Err() }
 }
 
-// pause stops a replica from applying the replication stream for d (CLIENT PAUSE ALL
-// pauses its master link too), so the master's WAIT cannot be answered by it. Redis 7.0
-// queues even CLIENT UNPAUSE behind the pause, so the pause is short and awake waits it out.
-func pause(t *testing.T, n *redistest.Server, d time.Duration) {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: n.Addr()})
-	defer c.Close()
-	if err := c.Do(context.Background(), "CLIENT", "PAUSE", d.Milliseconds(), "ALL").Err(); err != nil {
-		t.Fatal(err)
-	}
-}
+func pause(t *testing.T, n *redistest.Server, d time.Duration) { t.Helper(); n.Pause(d) }
 
-// awake polls until the replica answers again after its pause.
-func awake(t *testing.T, n *redistest.Server) {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: n.Addr(), ReadTimeout: 5 * time.Second})
-	defer c.Close()
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("replica %s after its pause: %v", n.Addr(), err)
-	}
-}
+func awake(t *testing.T, n *redistest.Server) { t.Helper(); n.Awake() }
 
 // TestSentinel runs every case against one Sentinel set (master and two replicas) through
 // a FailoverClient, the client config builds for redis.sentinel.
@@ -136,11 +118,8 @@ func TestSentinel(t *testing.T) {
 // TestAutoFollowsTheReplicas: a replica that goes away stops being waited for once the
 // master no longer reports it; auto does not turn every write into a timeout.
 func TestAutoFollowsTheReplicas(t *testing.T) {
-	master := redistest.Start(t, fast...)
-	var replicas []*redistest.Server
-	for range 2 {
-		replicas = append(replicas, redistest.Start(t, append([]string{"--replicaof", "127.0.0.1", master.Addr()[len("127.0.0.1:"):]}, fast...)...))
-	}
+	nodes := redistest.StartReplicated(t, 2)
+	master, replicas := nodes[0], nodes[1:]
 	ctx := context.Background()
 	rdb := master.Client()
 	online := func(want int) {

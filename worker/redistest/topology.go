@@ -315,3 +315,47 @@ func waitUntil(t testing.TB, d time.Duration, what string, cond func() (bool, er
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// StartReplicated starts a master with n replicas (no Sentinels) and waits until every
+// replica is in sync. Nodes[0] is the master. Tests of WAIT use it: Pause a replica to keep
+// it from acknowledging.
+func StartReplicated(t testing.TB, n int, extra ...string) []*Server {
+	t.Helper()
+	// Replicas sync at once instead of after Redis's 5s diskless-sync delay.
+	extra = append([]string{"--repl-diskless-sync-delay", "0"}, extra...)
+	master := Start(t, extra...)
+	nodes := []*Server{master}
+	for range n {
+		nodes = append(nodes, Start(t, append(slices.Clone(extra), "--replicaof", "127.0.0.1", strconv.Itoa(master.port))...))
+	}
+	waitUntil(t, 20*time.Second, "replicas in sync", func() (bool, error) {
+		info, err := master.Client().Info(context.Background(), "replication").Result()
+		if err != nil {
+			return false, err
+		}
+		return strings.Count(info, "state=online") == n, nil
+	})
+	return nodes
+}
+
+// Pause stops the server from serving anyone, its master link included (CLIENT PAUSE ALL),
+// for d: a paused replica applies no writes and acknowledges no WAIT. Redis queues even
+// CLIENT UNPAUSE behind the pause, so keep d short; Awake waits it out.
+func (s *Server) Pause(d time.Duration) {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	if err := c.Do(context.Background(), "CLIENT", "PAUSE", d.Milliseconds(), "ALL").Err(); err != nil {
+		s.t.Fatalf("redistest: CLIENT PAUSE: %v", err)
+	}
+}
+
+// Awake returns once a paused server answers again.
+func (s *Server) Awake() {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), ReadTimeout: time.Minute})
+	defer c.Close()
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		s.t.Fatalf("redistest: %s after a pause: %v", s.Addr(), err)
+	}
+}
