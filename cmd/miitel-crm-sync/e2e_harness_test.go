@@ -111,14 +111,28 @@ type stackOptions struct {
 	// salesforceFake adjusts the Salesforce fake's options (e.g. an org without the
 	// External ID field).
 	salesforceFake func(*salesforcefake.Options)
+	// redis, when set, replaces the stack's own redis-server: the config's redis section
+	// (flow YAML, e.g. a Sentinel or Cluster) and a client of that Redis for the test.
+	redis *redisTopology
+	// hubspotRequests raises the HubSpot account's 10-second limit (fake and config alike)
+	// for load runs; 0 keeps HubSpot's default.
+	hubspotRequests int
+}
+
+// redisTopology is a Redis a stack runs on instead of a standalone redis-server.
+type redisTopology struct {
+	section string
+	client  redis.UniversalClient
 }
 
 // stack is one isolated installation: a private redis-server, a HubSpot and a Salesforce
 // fake seeded with the rep and the customers, and a config file pointing at all of them
 // with two routes, /webhooks/miitel/hubspot and /webhooks/miitel/salesforce.
 type stack struct {
-	redis *redistest.Server
-	rdb   *redis.Client
+	redis *redistest.Server // nil on a stackOptions.redis topology
+	rdb   *redis.Client     // nil on a stackOptions.redis topology
+	// queue is the client the test inspects the queue with (rdb, or the topology's).
+	queue redis.UniversalClient
 	hs    *hubspotfake.Server
 	sf    *salesforcefake.Fake
 
@@ -147,10 +161,17 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if o.retryMax > 0 {
 		retryBase, retryMax = o.retryMax, o.retryMax
 	}
-	s := &stack{redis: redistest.Start(t), hsContact: map[string]string{}, sfContact: map[string]string{}}
-	s.rdb = s.redis.Client()
+	s := &stack{hsContact: map[string]string{}, sfContact: map[string]string{}}
+	redisSection := ""
+	if o.redis != nil {
+		s.queue, redisSection = o.redis.client, o.redis.section
+	} else {
+		s.redis = redistest.Start(t)
+		s.rdb = s.redis.Client()
+		s.queue, redisSection = s.rdb, fmt.Sprintf("{url: %q}", s.redis.URL())
+	}
 
-	s.hs = hubspotfake.New(t, hubspotfake.Options{})
+	s.hs = hubspotfake.New(t, hubspotfake.Options{RequestsPer10s: o.hubspotRequests})
 	s.hs.AddPrivateAppToken(hubspotPrivateToken)
 	s.hs.AddOwner("someone.else@example.com") // the rep is not simply the first owner
 	s.hsOwner = s.hs.AddOwner(repEmail)
@@ -184,6 +205,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		hsURL = o.hubspotVia(hsURL)
 	}
 	hubspotCfg := fmt.Sprintf("      base_url: %q\n      private_app_token: {env: HUBSPOT_TOKEN}\n", hsURL)
+	if o.hubspotRequests > 0 {
+		hubspotCfg = fmt.Sprintf("    rate_limit: {requests: %d, per: 10s}\n", o.hubspotRequests) + "    hubspot:\n" + hubspotCfg
+	} else {
+		hubspotCfg = "    hubspot:\n" + hubspotCfg
+	}
 	if o.hubspotOAuth {
 		s.env["HUBSPOT_REFRESH_TOKEN"] = s.hs.IssueRefreshToken()
 		hubspotCfg = fmt.Sprintf("      base_url: %q\n      token_url: %q\n      client_id: client-id\n"+
@@ -211,7 +237,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 server:
   listen: %q
   shutdown_timeout: 5s
-redis: {url: %q}
+redis: %s
 queue: {name: %s, max_retry: %d, task_timeout: 30s}
 worker:
   concurrency: %d
@@ -234,11 +260,10 @@ routes:
 connections:
   - name: hs
     type: hubspot
-    hubspot:
 %s  - name: sf
     type: salesforce
     salesforce:
-%s`, s.listen, s.redis.URL(), queueName, o.maxRetry, o.workerConcurrency, retryBase, retryMax, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
+%s`, s.listen, redisSection, queueName, o.maxRetry, o.workerConcurrency, retryBase, retryMax, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
 	return s
 }
 
@@ -388,7 +413,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 }
 
 func (s *stack) inspector(t *testing.T) *asynq.Inspector {
-	in := asynq.NewInspectorFromRedisClient(s.rdb)
+	in := asynq.NewInspectorFromRedisClient(s.queue)
 	t.Cleanup(func() { _ = in.Close() })
 	return in
 }
