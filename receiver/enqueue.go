@@ -3,19 +3,33 @@ package receiver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 	"github.com/miitel-crm-sync/miitel-crm-sync/receiver/internal/enqueue"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
 // taskQueue is what the receiver needs of Redis: every task of a request enqueued, with
-// the dedupe checks, in one round trip (*enqueue.Queue).
+// the dedupe checks, the call status and the wait for replicas, in one round trip, and the
+// same path checked without enqueueing (*enqueue.Queue).
 type taskQueue interface {
-	Enqueue(ctx context.Context, ts []enqueue.Task) ([]enqueue.Result, error)
+	Enqueue(ctx context.Context, ts []enqueue.Task) ([]enqueue.Result, enqueue.Acked, error)
+	Probe(ctx context.Context) (enqueue.Acked, error)
+}
+
+// StatusRecorder gives the call status's arguments for one received event
+// (callstatus.Store.ReceiveArgs: its key prefix and its JSON argument), which the enqueue
+// script records with the task, so the status costs no round trip.
+type StatusRecorder interface {
+	ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error)
 }
 
 // result of one detail.
@@ -31,45 +45,238 @@ type detailResult struct {
 	Result string      `json:"result"`
 }
 
+// EnqueueOptions is what NewEnqueuer needs: the receiver's Options without HTTP.
+type EnqueueOptions struct {
+	Redis redis.UniversalClient
+	Queue config.Queue
+	// AckReplicas and AckTimeout are redis.ack_replicas and redis.ack_timeout: how many
+	// replicas must hold an enqueue (WAIT) before it counts as done. The zero value waits
+	// for none; config.AckAuto for as many as the master reports connected.
+	AckReplicas config.AckReplicas
+	AckTimeout  time.Duration
+	// Timeout is server.enqueue_timeout: the script and the wait together.
+	Timeout time.Duration
+	// Status records each event received (queued or duplicate) inside the enqueue script;
+	// nil records nothing.
+	Status     StatusRecorder
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// Enqueuer is the receiver's enqueue path on its own: the events of one webhook body queued
+// in one script with the dedupe checks and the call status, acknowledged only once the
+// replicas hold them. The receiver answers MiiTel with it; a backfill queues stored bodies
+// with it (EnqueueEvents), so both get the same guarantees.
+type Enqueuer struct {
+	tasks   taskQueue
+	queue   config.Queue
+	status  StatusRecorder
+	timeout time.Duration
+	m       *metrics
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// NewEnqueuer builds an Enqueuer outside a Receiver (a backfill).
+func NewEnqueuer(o EnqueueOptions) (*Enqueuer, error) {
+	if o.Redis == nil || o.Queue.Name == "" || o.Timeout <= 0 {
+		return nil, fmt.Errorf("%w: an enqueuer needs a redis client, a queue name and a positive timeout", ErrConfig)
+	}
+	reg := o.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("receiver: register metrics: %w", err)
+	}
+	return newEnqueuer(o, m), nil
+}
+
+func newEnqueuer(o EnqueueOptions, m *metrics) *Enqueuer {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	replicas := int(o.AckReplicas)
+	if o.AckReplicas == config.AckAuto {
+		replicas = enqueue.AckAuto
+	}
+	return &Enqueuer{
+		tasks:  enqueue.New(o.Redis, o.Queue.Name, enqueue.Ack{Replicas: replicas, Timeout: o.AckTimeout}),
+		queue:  o.Queue,
+		status: o.Status, timeout: o.Timeout, m: m, log: log, now: now,
+	}
+}
+
+// EventResult is what became of one event: queued, or a duplicate of one queued or
+// delivered.
+type EventResult struct {
+	DetailID  string
+	Kind      miitel.Kind
+	Duplicate bool
+}
+
+// EnqueueEvents queues events (receiver.ParseEvents's, their dedupe keys set) as the
+// webhook queues a body's: one script, dedupe, status, the wait for replicas. An error
+// means nothing of them is acknowledged (some may be queued: a retry finds them duplicates).
+func (e *Enqueuer) EnqueueEvents(ctx context.Context, route string, events []*miitel.Event) ([]EventResult, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	retries := tasks.Retries(e.queue.MaxRetry)
+	ts := make([]enqueue.Task, len(events))
+	for i, ev := range events {
+		if ev.DedupeKey == "" {
+			return nil, fmt.Errorf("receiver: event %d (detail %s) has no dedupe key", i, ev.Detail.ID)
+		}
+		payload, err := json.Marshal(ev) // what tasks.NewCallEvent carries
+		if err != nil {
+			return nil, fmt.Errorf("receiver: encode event: %w", err)
+		}
+		msg := enqueue.Message(tasks.TypeCallEvent, ev.DedupeKey, e.queue.Name, retries, e.queue.TaskTimeout, len(payload),
+			func(b []byte) []byte { return append(b, payload...) })
+		ts[i] = enqueue.Task{ID: ev.DedupeKey, Message: msg}
+	}
+	codes, err := e.enqueue(ctx, route, events, ts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]EventResult, len(events))
+	for i, ev := range events {
+		out[i] = EventResult{DetailID: ev.Detail.ID, Kind: ev.Kind, Duplicate: codes[i] <= enqueue.Duplicate}
+	}
+	return out, nil
+}
+
+// enqueue runs the script for ts (one task per event) within the timeout, the status
+// arguments added, and counts what happened.
+func (e *Enqueuer) enqueue(ctx context.Context, route string, events []*miitel.Event, ts []enqueue.Task) ([]enqueue.Result, error) {
+	if e.status != nil {
+		at := e.now()
+		for i, ev := range events {
+			args, err := e.status.ReceiveArgs(ev, at)
+			if err != nil {
+				return nil, err
+			}
+			if len(args) != 2 {
+				return nil, fmt.Errorf("receiver: call status arguments: want 2, got %d", len(args))
+			}
+			prefix, _ := args[0].(string)
+			arg, _ := args[1].(string)
+			ts[i].StatusPrefix, ts[i].Status = prefix, arg
+		}
+	}
+	start := time.Now()
+	type reply struct {
+		codes []enqueue.Result
+		acked enqueue.Acked
+	}
+	rep, err := bounded(ctx, e.timeout, func(ctx context.Context) (reply, error) {
+		codes, acked, err := e.tasks.Enqueue(ctx, ts)
+		return reply{codes, acked}, err
+	})
+	took := time.Since(start).Seconds()
+	e.m.enqueueDur.Observe(took)
+	if rep.acked.Want > 0 {
+		e.m.ackReplicas.Set(float64(rep.acked.Want))
+		e.m.ackWait.Observe(took)
+	}
+	if err != nil {
+		e.m.ackFailures.WithLabelValues(failureReason(err)).Inc()
+		return nil, fmt.Errorf("receiver: enqueue: %w", err)
+	}
+	for i, ev := range events {
+		kind := string(ev.Kind)
+		switch rep.codes[i] {
+		case enqueue.Queued:
+			e.m.enqueued.WithLabelValues(route, kind).Inc()
+		case enqueue.Requeued:
+			e.m.enqueued.WithLabelValues(route, kind).Inc()
+			e.m.requeued.WithLabelValues(route).Inc()
+			e.log.LogAttrs(ctx, slog.LevelWarn, "receiver: re-send of a dead-lettered event, queueing it afresh",
+				slog.String("route", route), slog.String("call_id", ev.CallID),
+				slog.String("detail_id", ev.Detail.ID), slog.String("kind", kind),
+				slog.String("task_id", ev.DedupeKey))
+		case enqueue.Duplicate:
+			e.m.duplicates.WithLabelValues(route, kind, "in_queue").Inc()
+		case enqueue.Delivered:
+			e.m.duplicates.WithLabelValues(route, kind, "delivered").Inc()
+		}
+	}
+	return rep.codes, nil
+}
+
+// Failure reasons of mcs_receiver_ack_failures_total.
+const (
+	reasonReplicas   = "too_few_replicas" // WAIT: fewer replicas than wanted within ack_timeout
+	reasonNoReplicas = "noreplicas"       // Redis refused the write (min-replicas-to-write)
+	reasonTimeout    = "timeout"          // no answer within server.enqueue_timeout
+	reasonRedis      = "redis_error"      // anything else: down, a failover under way, ...
+)
+
+func failureReason(err error) string {
+	var ae *enqueue.AckError
+	switch {
+	case errors.As(err, &ae):
+		return reasonReplicas
+	case enqueue.IsNoReplicas(err):
+		return reasonNoReplicas
+	case errors.Is(err, context.DeadlineExceeded):
+		return reasonTimeout
+	default:
+		return reasonRedis
+	}
+}
+
+// Ready checks the enqueue path (the marker write and the wait for replicas, on the
+// connection kind an enqueue uses) within d: nil means an enqueue now would be acknowledged.
+func (e *Enqueuer) Ready(ctx context.Context, d time.Duration) error {
+	_, err := bounded(ctx, d, func(ctx context.Context) (enqueue.Acked, error) { return e.tasks.Probe(ctx) })
+	var ae *enqueue.AckError
+	switch {
+	case err == nil:
+		e.m.ready.Set(1)
+		return nil
+	case errors.As(err, &ae):
+		err = fmt.Errorf("cannot acknowledge calls: %w (redis.ack_replicas)", ae)
+	case enqueue.IsNoReplicas(err):
+		err = fmt.Errorf("cannot acknowledge calls: redis refuses writes for lack of replicas (min-replicas-to-write): %w", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		err = fmt.Errorf("redis did not answer within %s", d)
+	default:
+		err = fmt.Errorf("redis is not reachable: %w", err)
+	}
+	e.m.ready.Set(0)
+	return err
+}
+
 // enqueueAll enqueues every event of the request within Server.EnqueueTimeout, in one
 // script: Redis runs it atomically, so the request is queued whole or (an error before it
 // ran) not at all. It returns as soon as the deadline passes even if the script is still
 // on its way (go-redis bounds a command by its own read timeout, which may be longer), so
 // the 503 comes in time; tasks that still land afterwards are duplicates on MiiTel's
-// re-send, never a loss.
+// re-send, never a loss. With redis.ack_replicas, an error also means too few replicas
+// hold the tasks: MiiTel's re-send waits for them again before its 2xx.
 func (r *Receiver) enqueueAll(ctx context.Context, route string, req *request) ([]detailResult, error) {
 	ts, err := r.encodeTasks(req)
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	codes, err := bounded(ctx, r.server.EnqueueTimeout, func(ctx context.Context) ([]enqueue.Result, error) {
-		return r.tasks.Enqueue(ctx, ts)
-	})
-	r.m.enqueueDur.Observe(time.Since(start).Seconds())
+	codes, err := r.enq.enqueue(ctx, route, req.events, ts)
 	if err != nil {
-		return nil, fmt.Errorf("receiver: enqueue: %w", err)
+		return nil, err
 	}
 	results := make([]detailResult, len(req.events))
 	for i, ev := range req.events {
-		kind := string(ev.Kind)
 		res := resultQueued
-		switch codes[i] {
-		case enqueue.Queued:
-			r.m.enqueued.WithLabelValues(route, kind).Inc()
-		case enqueue.Requeued:
-			r.m.enqueued.WithLabelValues(route, kind).Inc()
-			r.m.requeued.WithLabelValues(route).Inc()
-			r.log.LogAttrs(ctx, slog.LevelWarn, "receiver: re-send of a dead-lettered event, queueing it afresh",
-				slog.String("route", route), slog.String("call_id", ev.CallID),
-				slog.String("detail_id", ev.Detail.ID), slog.String("kind", kind),
-				slog.String("task_id", ev.DedupeKey))
-		case enqueue.Duplicate:
+		if codes[i] <= enqueue.Duplicate {
 			res = resultDuplicate
-			r.m.duplicates.WithLabelValues(route, kind, "in_queue").Inc()
-		case enqueue.Delivered:
-			res = resultDuplicate
-			r.m.duplicates.WithLabelValues(route, kind, "delivered").Inc()
 		}
 		results[i] = detailResult{ID: ev.Detail.ID, Kind: ev.Kind, Result: res}
 	}

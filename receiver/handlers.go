@@ -346,25 +346,18 @@ func (r *Receiver) healthz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 
-// readyTimeout bounds the readiness PING: a probe must answer well within its own timeout.
+// readyTimeout bounds the readiness check: a probe must answer well within its own timeout.
 const readyTimeout = time.Second
 
 // Ready says whether the receiver can acknowledge calls now (nil) or why not, so the ops
 // listener's /readyz takes a receiver that could only answer 503 out of the Service's
-// endpoints.
+// endpoints. It checks the enqueue path itself: a write to the queue's slot and, with
+// redis.ack_replicas, the wait for the replicas, on the connection kind an enqueue uses.
+// So it turns unready while enqueues would fail (Redis down or read-only in a failover,
+// NOREPLICAS, replicas not confirming within ack_timeout) and ready again once one would
+// succeed.
 func (r *Receiver) Ready(ctx context.Context) error {
-	d := min(readyTimeout, r.server.EnqueueTimeout)
-	_, err := bounded(ctx, d, func(ctx context.Context) (string, error) {
-		return r.rdb.Ping(ctx).Result()
-	})
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("redis did not answer within %s", d)
-	default:
-		return fmt.Errorf("redis is not reachable: %w", err)
-	}
+	return r.enq.Ready(ctx, min(readyTimeout, r.server.EnqueueTimeout))
 }
 
 // logRequests writes one log line per request after it is handled and counts webhook

@@ -17,6 +17,11 @@ type metrics struct {
 	overloaded *prometheus.CounterVec   // route: 503 for the in-flight budget
 	enqueueDur prometheus.Histogram     // one request: the one enqueue script
 	bodyBytes  *prometheus.HistogramVec // route
+
+	ackWait     prometheus.Histogram   // enqueues that waited for replicas: script and WAIT
+	ackFailures *prometheus.CounterVec // reason: why an enqueue was not acknowledged
+	ackReplicas prometheus.Gauge       // replicas the last waiting enqueue waited for
+	ready       prometheus.Gauge       // the last readiness check: 1 can acknowledge
 }
 
 // unknownRoute labels requests for a route that is not configured; the leading underscore
@@ -56,6 +61,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Size of webhook request bodies read (transcripts make them large).",
 			Buckets: prometheus.ExponentialBuckets(256, 4, 9), // 256 B .. 16 MiB
 		}, []string{"route"}),
+		ackWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "ack_wait_duration_seconds",
+			Help:    "Time of enqueues that waited for replicas (redis.ack_replicas): the script and WAIT in one round trip.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		ackFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "enqueue_failures_total",
+			Help: "Enqueues not acknowledged (503): reason=too_few_replicas (WAIT within redis.ack_timeout), noreplicas (min-replicas-to-write), timeout (server.enqueue_timeout) or redis_error.",
+		}, []string{"reason"}),
+		ackReplicas: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "ack_replicas",
+			Help: "Replicas the last enqueue waited for (redis.ack_replicas, or under auto the replicas the master reports).",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "ready",
+			Help: "1 when the last readiness check found the enqueue path able to acknowledge calls, 0 when not.",
+		}),
 	}
 	var err error
 	m.requests = register(reg, m.requests, &err)
@@ -65,6 +87,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.overloaded = register(reg, m.overloaded, &err)
 	m.enqueueDur = register(reg, m.enqueueDur, &err)
 	m.bodyBytes = register(reg, m.bodyBytes, &err)
+	m.ackWait = register(reg, m.ackWait, &err)
+	m.ackFailures = register(reg, m.ackFailures, &err)
+	m.ackReplicas = register(reg, m.ackReplicas, &err)
+	m.ready = register(reg, m.ready, &err)
 	return m, err
 }
 

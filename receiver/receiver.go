@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
-	"github.com/miitel-crm-sync/miitel-crm-sync/receiver/internal/enqueue"
 )
 
 // ErrConfig marks every error New returns for a bad configuration, so the caller can exit
@@ -35,6 +34,14 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now stamps Event.ReceivedAt; nil means time.Now.
 	Now func() time.Time
+	// AckReplicas and AckTimeout are redis.ack_replicas and redis.ack_timeout: 2xx only
+	// once that many replicas hold the enqueue (WAIT). Zero: no wait; config.AckAuto: as
+	// many as the master reports connected.
+	AckReplicas config.AckReplicas
+	AckTimeout  time.Duration
+	// Status records every event received in the enqueue script (callstatus.Store); nil
+	// records nothing.
+	Status StatusRecorder
 }
 
 // Receiver is the webhook HTTP service.
@@ -43,8 +50,7 @@ type Receiver struct {
 	queue  config.Queue
 	routes map[string]*authenticator
 
-	rdb      redis.UniversalClient
-	tasks    taskQueue
+	enq      *Enqueuer
 	inflight *inflight
 
 	log     *slog.Logger
@@ -84,6 +90,9 @@ func New(opts Options) (*Receiver, error) {
 	}
 	if opts.Server.ShutdownTimeout <= 0 {
 		bad("server.shutdown_timeout must be positive")
+	}
+	if opts.AckReplicas != 0 && opts.AckTimeout >= opts.Server.EnqueueTimeout {
+		bad("redis.ack_timeout (%s) must be below server.enqueue_timeout (%s)", opts.AckTimeout, opts.Server.EnqueueTimeout)
 	}
 	if opts.Queue.Name == "" {
 		bad("queue.name must not be empty")
@@ -143,11 +152,13 @@ func New(opts Options) (*Receiver, error) {
 		now = time.Now
 	}
 	r := &Receiver{
-		server:   opts.Server,
-		queue:    opts.Queue,
-		routes:   routes,
-		rdb:      opts.Redis,
-		tasks:    enqueue.New(opts.Redis, opts.Queue.Name),
+		server: opts.Server,
+		queue:  opts.Queue,
+		routes: routes,
+		enq: newEnqueuer(EnqueueOptions{
+			Redis: opts.Redis, Queue: opts.Queue, AckReplicas: opts.AckReplicas, AckTimeout: opts.AckTimeout,
+			Timeout: opts.Server.EnqueueTimeout, Status: opts.Status, Logger: log, Now: now,
+		}, m),
 		inflight: newInflight(opts.Server.MaxInflightRequests, opts.Server.MaxInflightBytes),
 		log:      log,
 		m:        m,

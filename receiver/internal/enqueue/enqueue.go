@@ -17,22 +17,26 @@
 // (asynq:queues, another slot) is written with SADD once per process, as asynq's client
 // does, in the same pipeline as the first request's script.
 //
-// The script runs through a pipeline on the caller's client so a later change can send
-// WAIT numreplicas timeout on the same connection right after it (issue 11) without
-// another structure.
+// Replicated acknowledgements (Ack): the script and WAIT numreplicas timeout go in one
+// pipeline on one connection to the master (on a Cluster, the master owning the queue's
+// slot), so an enqueue is done only once that many replicas hold it, still in one round
+// trip. The call status (worker/callstatus) is recorded by the same script.
 package enqueue
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
@@ -55,26 +59,90 @@ const (
 	Delivered Result = -1
 )
 
-// Task is one encoded task: its id (the dedupe key) and its asynq TaskMessage.
+// Task is one encoded task: its id (the dedupe key) and its asynq TaskMessage, and the
+// two values (callstatus.Store.ReceiveArgs) that record it in the call status; empty
+// records nothing.
 type Task struct {
 	ID      string
 	Message []byte
+	// StatusPrefix and Status are ReceiveArgs's prefix and argument.
+	StatusPrefix, Status string
+}
+
+// AckAuto is Ack.Replicas's "auto": wait for as many replicas as the master reports
+// connected (INFO replication connected_slaves), none on a standalone Redis.
+const AckAuto = -1
+
+// Ack is what makes an enqueue count as done: Redis WAIT for Replicas replicas within
+// Timeout, sent on the connection that ran the script, in the same pipeline (one round
+// trip). WAIT waits for the connection's writes, so it covers the script's own; a script
+// that wrote nothing (every task a duplicate, no status recorded) writes a marker key so
+// that WAIT covers what the script read, too (the task another connection wrote, maybe
+// never replicated): the replication stream is ordered, so replicas that hold the marker
+// hold every write before it. (Redis 7.0 also moves a connection's WAIT offset on a read;
+// the marker does not depend on that.) The zero Ack waits for nothing.
+type Ack struct {
+	// Replicas: AckAuto, 0 (off) or how many replicas must confirm.
+	Replicas int
+	// Timeout bounds WAIT; 0 means 300ms. It must stay below the client's read timeout.
+	Timeout time.Duration
+	// Refresh is how long a discovered replica count (AckAuto) is used before it is asked
+	// again; 0 means 2s. A failure or a short WAIT asks again on the next request.
+	Refresh time.Duration
+}
+
+// Acked says what an enqueue waited for: Want replicas (0: it did not wait), Got of them
+// confirmed.
+type Acked struct{ Want, Got int }
+
+// AckError is an enqueue the script ran but too few replicas confirmed within the timeout:
+// the tasks are on the master and may yet replicate, or be lost in a failover. It is never
+// acknowledged; the sender's re-send waits again (see Ack) and is a duplicate only of what
+// is then on the replicas.
+type AckError struct {
+	Want, Got int
+	Timeout   time.Duration
+}
+
+func (e *AckError) Error() string {
+	return fmt.Sprintf("%d of %d replicas confirmed the write within %s (WAIT)", e.Got, e.Want, e.Timeout)
+}
+
+// IsNoReplicas reports a write Redis refused because too few replicas are connected
+// (min-replicas-to-write): NOREPLICAS.
+func IsNoReplicas(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "NOREPLICAS")
 }
 
 // Queue enqueues into one asynq queue.
 type Queue struct {
 	rdb       redis.UniversalClient
+	cluster   *redis.ClusterClient // rdb, when it is one: the script goes to the slot's master
 	name      string
 	pending   string
 	archived  string
+	mark      string // written where a script wrote nothing else, and by Probe
+	ack       Ack
 	published atomic.Bool // SADD asynq:queues done by this process
 	now       func() time.Time
+
+	mu     sync.Mutex
+	counts map[string]*replicaCount // by master address ("" outside a cluster)
 }
 
-// New returns a Queue for the asynq queue name on rdb.
-func New(rdb redis.UniversalClient, name string) *Queue {
+// New returns a Queue for the asynq queue name on rdb that waits for replicas as ack says.
+func New(rdb redis.UniversalClient, name string, ack Ack) *Queue {
 	prefix := "asynq:{" + name + "}:" // base.QueueKeyPrefix
-	return &Queue{rdb: rdb, name: name, pending: prefix + "pending", archived: prefix + "archived", now: time.Now}
+	if ack.Timeout <= 0 {
+		ack.Timeout = 300 * time.Millisecond
+	}
+	if ack.Refresh <= 0 {
+		ack.Refresh = 2 * time.Second
+	}
+	q := &Queue{rdb: rdb, name: name, pending: prefix + "pending", archived: prefix + "archived",
+		mark: tasks.KeyPrefix + "{" + name + "}:acked", ack: ack, now: time.Now, counts: map[string]*replicaCount{}}
+	q.cluster, _ = rdb.(*redis.ClusterClient)
+	return q
 }
 
 // Name is the asynq queue name.
@@ -84,23 +152,29 @@ func (q *Queue) Name() string { return q.name }
 func (q *Queue) TaskKey(id string) string { return "asynq:{" + q.name + "}:t:" + id }
 
 // script's KEYS are, per task i (1-based), KEYS[2i-1] = its asynq task hash and
-// KEYS[2i] = its ledger key; then the queue's pending list and archived zset. ARGV[1] is
-// the current Unix time in nanoseconds (asynq's pending_since), then per task its message
-// and id. It returns one Result per task.
+// KEYS[2i] = its ledger key; then the queue's pending list, its archived zset and the
+// marker key. ARGV[1] is the current Unix time in nanoseconds (asynq's pending_since),
+// ARGV[2] "1" when a script that wrote nothing must write the marker (an enqueue that
+// waits for replicas), ARGV[3] the call status prefix ("" records no status); then per task
+// its message, id and call status argument. It returns one Result per task.
 //
 // Per task, in order: a ledger entry means Delivered. An existing task hash means a TaskID
 // conflict (asynq's enqueueCmd returns 0 there): archived tasks are deleted the way
 // asynq's deleteTaskCmd deletes them and the task is enqueued in their place (Requeued);
 // any other state is a Duplicate. Otherwise the task is enqueued exactly as enqueueCmd
-// does: HSET msg/state/pending_since, LPUSH the id onto pending.
-const scriptLua = `
-local n = (#KEYS - 2) / 2
-local pending = KEYS[#KEYS - 1]
-local archived = KEYS[#KEYS]
+// does: HSET msg/state/pending_since, LPUSH the id onto pending. Then the event is
+// recorded in the call status (callstatus.LuaLibrary), a duplicate as a duplicate.
+var scriptLua = callstatus.LuaLibrary + `
+local n = (#KEYS - 3) / 2
+local pending = KEYS[#KEYS - 2]
+local archived = KEYS[#KEYS - 1]
+local mark = KEYS[#KEYS]
+local sp = ARGV[3]
+local wrote = false
 local out = {}
 for i = 1, n do
 	local tk, lk = KEYS[2 * i - 1], KEYS[2 * i]
-	local msg, id = ARGV[2 * i], ARGV[2 * i + 1]
+	local msg, id, st = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
 	local res = 1
 	if redis.call("EXISTS", lk) == 1 then
 		res = -1
@@ -119,8 +193,16 @@ for i = 1, n do
 	if res > 0 then
 		redis.call("HSET", tk, "msg", msg, "state", "pending", "pending_since", ARGV[1])
 		redis.call("LPUSH", pending, id)
+		wrote = true
+	end
+	if sp ~= "" and st ~= "" then
+		mcs_status_received(sp, st, res <= 0)
+		wrote = true
 	end
 	out[i] = res
+end
+if not wrote and ARGV[2] == "1" then
+	redis.call("SET", mark, ARGV[1], "PX", 600000)
 end
 return out
 `
@@ -128,48 +210,128 @@ return out
 var script = redis.NewScript(scriptLua)
 
 // Enqueue runs the script for every task in one round trip and returns one Result per
-// task, in order. The script is atomic in Redis: either every task's outcome is decided
-// and written, or (an error before it ran) none; a lost reply leaves everything written,
-// and the sender's re-send then finds each task as a Duplicate.
-func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, error) {
+// task, in order, and what it waited for. The script is atomic in Redis: either every
+// task's outcome is decided and written, or (an error before it ran) none; a lost reply
+// leaves everything written, and the sender's re-send then finds each task as a Duplicate.
+// An *AckError means the script ran and too few replicas confirmed it: not done.
+func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error) {
 	if len(ts) == 0 {
-		return nil, nil
+		return nil, Acked{}, nil
 	}
-	keys := make([]string, 0, 2*len(ts)+2)
-	args := make([]any, 0, 2*len(ts)+1)
-	args = append(args, q.now().UnixNano())
+	prefix := ts[0].StatusPrefix
+	for _, t := range ts {
+		if t.StatusPrefix != prefix {
+			return nil, Acked{}, errors.New("enqueue: the tasks of one request name different call status prefixes")
+		}
+	}
+	// Every key of one script must hash to one slot (Redis Cluster refuses others, and a
+	// standalone Redis would accept what a cluster later refuses): the status keys carry
+	// the queue's hash tag like the asynq keys.
+	if prefix != "" && !strings.HasPrefix(prefix, tasks.KeyPrefix+"{"+q.name+"}:") {
+		return nil, Acked{}, fmt.Errorf("enqueue: call status prefix %q is not in the slot of queue %q", prefix, q.name)
+	}
+	node, addr, err := q.node(ctx)
+	if err != nil {
+		return nil, Acked{}, fmt.Errorf("enqueue: %w", err)
+	}
+	want, err := q.want(ctx, node, addr)
+	if err != nil {
+		return nil, Acked{}, fmt.Errorf("enqueue: %w", err)
+	}
+	keys := make([]string, 0, 2*len(ts)+3)
+	args := make([]any, 0, 3*len(ts)+3)
+	markFlag := "0"
+	if want > 0 {
+		markFlag = "1"
+	}
+	args = append(args, q.now().UnixNano(), markFlag, prefix)
 	for _, t := range ts {
 		keys = append(keys, q.TaskKey(t.ID), tasks.LedgerKey(q.name, t.ID))
-		args = append(args, t.Message, t.ID)
+		args = append(args, t.Message, t.ID, t.Status)
 	}
-	keys = append(keys, q.pending, q.archived)
+	keys = append(keys, q.pending, q.archived, q.mark)
 
-	raw, err := q.run(ctx, keys, args)
+	raw, acked, err := q.run(ctx, node, addr, want, keys, args)
 	if err != nil {
-		return nil, fmt.Errorf("enqueue: %w", err)
+		return nil, acked, fmt.Errorf("enqueue: %w", err)
 	}
 	codes, ok := raw.([]any)
 	if !ok || len(codes) != len(ts) {
-		return nil, fmt.Errorf("enqueue: unexpected script reply %T (%d tasks)", raw, len(ts))
+		return nil, acked, fmt.Errorf("enqueue: unexpected script reply %T (%d tasks)", raw, len(ts))
 	}
 	out := make([]Result, len(ts))
 	for i, c := range codes {
 		n, ok := c.(int64)
 		if !ok || n < -1 || n > 2 {
-			return nil, fmt.Errorf("enqueue: unexpected script result %v", c)
+			return nil, acked, fmt.Errorf("enqueue: unexpected script result %v", c)
 		}
 		out[i] = Result(n)
 	}
-	return out, nil
+	return out, acked, nil
 }
 
-// run sends the script (EVALSHA, EVAL when Redis does not have it cached) and, until it
-// succeeded once, asynq's SADD of the queue name, in one pipeline. WAIT for replicas would
-// go right after the script here.
-func (q *Queue) run(ctx context.Context, keys []string, args []any) (any, error) {
+// Probe checks the enqueue path without enqueueing: it writes the marker key and waits
+// for the replicas as an enqueue would, on the same kind of connection, in one round trip.
+// nil means an enqueue now would be acknowledged.
+func (q *Queue) Probe(ctx context.Context) (Acked, error) {
+	node, addr, err := q.node(ctx)
+	if err != nil {
+		return Acked{}, err
+	}
+	want, err := q.want(ctx, node, addr)
+	if err != nil {
+		return Acked{}, err
+	}
+	pipe := node.Pipeline()
+	set := pipe.Set(ctx, q.mark, q.now().UnixNano(), 10*time.Minute)
+	var wait *redis.Cmd
+	if want > 0 {
+		wait = q.wait(ctx, pipe, want)
+	}
+	_, _ = pipe.Exec(ctx) // errors are read per command below
+	if err := set.Err(); err != nil {
+		q.failed(ctx, addr)
+		return Acked{Want: want}, err
+	}
+	return q.acked(ctx, addr, want, wait)
+}
+
+// node is the client whose pipeline pins one connection to the master that owns the
+// queue's slot: rdb itself (standalone, Sentinel: one master), or on a Cluster that
+// master's own client, so the script and WAIT share a connection. addr keys the replica
+// count of that master.
+func (q *Queue) node(ctx context.Context) (pipeliner, string, error) {
+	if q.cluster == nil {
+		return q.rdb, "", nil
+	}
+	c, err := q.cluster.MasterForKey(ctx, q.pending)
+	if err != nil {
+		return nil, "", fmt.Errorf("the master of queue %q's slot: %w", q.name, err)
+	}
+	return c, c.Options().Addr, nil
+}
+
+// pipeliner is what node returns: *redis.Client or the UniversalClient.
+type pipeliner interface {
+	Pipeline() redis.Pipeliner
+	Info(ctx context.Context, section ...string) *redis.StringCmd
+}
+
+// run sends the script (EVALSHA, EVAL when Redis does not have it cached), then WAIT when
+// want > 0, and, until it succeeded once, asynq's SADD of the queue name, in one pipeline
+// on one connection.
+func (q *Queue) run(ctx context.Context, node pipeliner, addr string, want int, keys []string, args []any) (any, Acked, error) {
 	publish := !q.published.Load()
+	if publish && q.cluster != nil {
+		// asynq:queues lives in another slot, maybe on another master: its own round trip,
+		// once per process; a failure is retried with the next request.
+		if q.cluster.SAdd(ctx, allQueues, q.name).Err() == nil {
+			q.published.Store(true)
+		}
+		publish = false
+	}
 	for _, sha := range []bool{true, false} {
-		pipe := q.rdb.Pipeline()
+		pipe := node.Pipeline()
 		var sadd *redis.IntCmd
 		if publish {
 			sadd = pipe.SAdd(ctx, allQueues, q.name)
@@ -180,6 +342,10 @@ func (q *Queue) run(ctx context.Context, keys []string, args []any) (any, error)
 		} else {
 			cmd = pipe.Eval(ctx, scriptLua, keys, args...)
 		}
+		var wait *redis.Cmd
+		if want > 0 {
+			wait = q.wait(ctx, pipe, want)
+		}
 		_, _ = pipe.Exec(ctx) // errors are read per command below
 		if sadd != nil && sadd.Err() == nil {
 			q.published.Store(true)
@@ -187,15 +353,148 @@ func (q *Queue) run(ctx context.Context, keys []string, args []any) (any, error)
 		if sha && isNoScript(cmd.Err()) {
 			continue // Redis restarted or flushed its script cache: send the source once
 		}
-		if sadd != nil && sadd.Err() != nil && cmd.Err() == nil {
-			// The tasks are queued; the queue set is retried with the next request, as
-			// asynq's client would (it publishes before enqueueing; the worker does not
-			// need the set, only the Inspector does).
-			return cmd.Val(), nil
+		// A failed SADD with a script that ran: the tasks are queued; the queue set is
+		// retried with the next request, as asynq's client would (it publishes before
+		// enqueueing; the worker does not need the set, only the Inspector does).
+		if err := cmd.Err(); err != nil {
+			q.failed(ctx, addr)
+			return nil, Acked{Want: want}, err
 		}
-		return cmd.Result()
+		acked, err := q.acked(ctx, addr, want, wait)
+		if err != nil {
+			return nil, acked, err
+		}
+		return cmd.Val(), acked, nil
 	}
-	return nil, errors.New("script not loaded") // unreachable: the EVAL round returns
+	return nil, Acked{}, errors.New("script not loaded") // unreachable: the EVAL round returns
+}
+
+// wait queues WAIT numreplicas timeout on pipe (Pipeliner has no Wait method; it is
+// meaningful only on a pinned connection, which a pipeline is).
+func (q *Queue) wait(ctx context.Context, pipe redis.Pipeliner, want int) *redis.Cmd {
+	return pipe.Do(ctx, "wait", want, max(1, q.ack.Timeout.Milliseconds())) // 0 would wait forever
+}
+
+// acked reads WAIT's answer.
+func (q *Queue) acked(ctx context.Context, addr string, want int, wait *redis.Cmd) (Acked, error) {
+	a := Acked{Want: want}
+	if wait == nil {
+		return a, nil
+	}
+	if err := wait.Err(); err != nil {
+		q.failed(ctx, addr)
+		return a, fmt.Errorf("WAIT: %w", err)
+	}
+	got, err := wait.Int64()
+	if err != nil {
+		q.failed(ctx, addr)
+		return a, fmt.Errorf("WAIT: %w", err)
+	}
+	a.Got = int(got)
+	if a.Got < want {
+		// Maybe a replica is gone for good: under auto, the next request asks the master
+		// again how many it has.
+		q.failed(ctx, addr)
+		return a, &AckError{Want: want, Got: a.Got, Timeout: q.ack.Timeout}
+	}
+	return a, nil
+}
+
+// failed makes the next request ask again what it asked once: the replica count (a
+// failover or a replica lost changes it) and, on a Cluster, which master owns the slot.
+func (q *Queue) failed(ctx context.Context, addr string) {
+	q.mu.Lock()
+	if c := q.counts[addr]; c != nil {
+		c.mu.Lock()
+		c.at = time.Time{}
+		c.mu.Unlock()
+	}
+	q.mu.Unlock()
+	if q.cluster != nil {
+		q.cluster.ReloadState(ctx)
+	}
+}
+
+// want is how many replicas to wait for: Ack.Replicas, or under AckAuto the count the
+// master last reported.
+func (q *Queue) want(ctx context.Context, node pipeliner, addr string) (int, error) {
+	if q.ack.Replicas >= 0 {
+		return q.ack.Replicas, nil
+	}
+	q.mu.Lock()
+	c := q.counts[addr]
+	if c == nil {
+		c = &replicaCount{}
+		q.counts[addr] = c
+	}
+	q.mu.Unlock()
+	return c.get(ctx, node, q.ack.Refresh)
+}
+
+// replicaCount is one master's connected replicas as it last reported them.
+type replicaCount struct {
+	mu         sync.Mutex
+	n          int
+	known      bool
+	at         time.Time
+	refreshing atomic.Bool
+}
+
+// get returns the count, asking the master when it is older than every. While one request
+// asks, the others use the count they have; only the first request ever waits for it.
+func (c *replicaCount) get(ctx context.Context, node pipeliner, every time.Duration) (int, error) {
+	c.mu.Lock()
+	n, known, fresh := c.n, c.known, time.Since(c.at) < every
+	c.mu.Unlock()
+	if known && fresh {
+		return n, nil
+	}
+	if known {
+		if !c.refreshing.CompareAndSwap(false, true) {
+			return n, nil
+		}
+		defer c.refreshing.Store(false)
+	}
+	got, err := connectedReplicas(ctx, node)
+	if err != nil {
+		if known {
+			return n, nil // the script's own answer will tell whether the master is there
+		}
+		return 0, fmt.Errorf("ack_replicas auto: %w", err)
+	}
+	c.mu.Lock()
+	c.n, c.known, c.at = got, true, time.Now()
+	c.mu.Unlock()
+	return got, nil
+}
+
+// connectedReplicas reads INFO replication: the replicas connected to the master, or an
+// error when the node is not a master (a failover under way).
+func connectedReplicas(ctx context.Context, node pipeliner) (int, error) {
+	info, err := node.Info(ctx, "replication").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO replication: %w", err)
+	}
+	role, n := "", -1
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "role":
+			role = v
+		case "connected_slaves":
+			n, err = strconv.Atoi(v)
+			if err != nil {
+				return 0, fmt.Errorf("INFO replication: connected_slaves %q", v)
+			}
+		}
+	}
+	if role != "master" {
+		return 0, fmt.Errorf("INFO replication: the node is not a master (role %q)", role)
+	}
+	return max(n, 0), nil
 }
 
 func isNoScript(err error) bool {

@@ -31,7 +31,7 @@ func message(id string, payload []byte) []byte {
 
 func enqueueOne(t *testing.T, q *Queue, id string, payload []byte) Result {
 	t.Helper()
-	res, err := q.Enqueue(context.Background(), []Task{{ID: id, Message: message(id, payload)}})
+	res, _, err := q.Enqueue(context.Background(), []Task{{ID: id, Message: message(id, payload)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestSameAsAsynqClient(t *testing.T) {
 	payload := []byte(`{"route":"r","call_id":"c","detail":{"id":"d"},"dedupe_key":"0123456789abcdef0123456789abcdef"}`)
 	const id = "0123456789abcdef0123456789abcdef"
 
-	if res := enqueueOne(t, New(ours, queue), id, payload); res != Queued {
+	if res := enqueueOne(t, New(ours, queue, Ack{}), id, payload); res != Queued {
 		t.Fatalf("result %d, want Queued", res)
 	}
 	asynqEnqueue(t, theirs, id, payload)
@@ -170,7 +170,7 @@ func TestSameAsAsynqClient(t *testing.T) {
 func TestConflicts(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.Start(t).Client()
-	q := New(rdb, queue)
+	q := New(rdb, queue, Ack{})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	old, fresh := []byte(`{"v":"old"}`), []byte(`{"v":"new"}`)
 
@@ -225,7 +225,7 @@ func TestConflicts(t *testing.T) {
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	q = New(rdb, queue)
+	q = New(rdb, queue, Ack{})
 	running, release := make(chan struct{}), make(chan struct{})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency: 1, Queues: map[string]int{queue: 1}, LogLevel: asynq.FatalLevel,
@@ -266,14 +266,14 @@ func TestConflicts(t *testing.T) {
 // occurs twice in one request is queued once.
 func TestOneRequestManyTasks(t *testing.T) {
 	rdb := redistest.Start(t).Client()
-	q := New(rdb, queue)
+	q := New(rdb, queue, Ack{})
 	var ts []Task
 	for i := range 20 {
 		id := "t" + strconv.Itoa(i)
 		ts = append(ts, Task{ID: id, Message: message(id, []byte(`{}`))})
 	}
 	ts = append(ts, ts[3])
-	res, err := q.Enqueue(context.Background(), ts)
+	res, _, err := q.Enqueue(context.Background(), ts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestOneRequestManyTasks(t *testing.T) {
 // next request still goes through (EVAL after NOSCRIPT).
 func TestScriptCacheFlushed(t *testing.T) {
 	rdb := redistest.Start(t).Client()
-	q := New(rdb, queue)
+	q := New(rdb, queue, Ack{})
 	enqueueOne(t, q, "x", []byte(`{}`))
 	if err := rdb.ScriptFlush(context.Background()).Err(); err != nil {
 		t.Fatal(err)
@@ -311,14 +311,14 @@ func TestScriptCacheFlushed(t *testing.T) {
 func TestCluster(t *testing.T) {
 	cl := startCluster(t)
 	ctx := context.Background()
-	q := New(cl, queue)
+	q := New(cl, queue, Ack{})
 	if res := enqueueOne(t, q, "c1", []byte(`{}`)); res != Queued {
 		t.Fatal(res)
 	}
 	if err := cl.Set(ctx, tasks.LedgerKey(queue, "c2"), "analysis", time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := q.Enqueue(ctx, []Task{{ID: "c1", Message: message("c1", []byte(`{}`))}, {ID: "c2", Message: message("c2", []byte(`{}`))}, {ID: "c3", Message: message("c3", []byte(`{}`))}})
+	res, _, err := q.Enqueue(ctx, []Task{{ID: "c1", Message: message("c1", []byte(`{}`))}, {ID: "c2", Message: message("c2", []byte(`{}`))}, {ID: "c3", Message: message("c3", []byte(`{}`))}})
 	if err != nil {
 		t.Fatal(err)
 	}
