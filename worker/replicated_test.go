@@ -38,7 +38,7 @@ func TestPipelineWaitsForReplicas(t *testing.T) {
 	ctx := context.Background()
 	ev := sampleEvent(t, sampleAnalysis, time.Now())
 
-	replica.Pause(time.Second)
+	replica.Pause()
 	err := p.Process(ctx, ev)
 	var de *durable.Error
 	if !errors.As(err, &de) || isFailure(err) {
@@ -50,7 +50,7 @@ func TestPipelineWaitsForReplicas(t *testing.T) {
 	if n := rdb.Exists(ctx, lockKey(ev.Route, ev.Detail.ID)).Val(); n != 0 {
 		t.Error("the unconfirmed lease was kept: the retry would find its own call busy")
 	}
-	replica.Awake()
+	replica.Resume()
 
 	if err := p.Process(ctx, ev); err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestLedgerWaitsForReplicas(t *testing.T) {
 	cfg := config.Default()
 	w, err := New(Options{Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker,
 		Processor: procFunc(func(context.Context, *miitel.Event) error {
-			replica.Pause(time.Second) // the delivery happened; the ledger comes next
+			replica.Pause() // the delivery happened; the ledger comes next
 			return nil
 		}),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -91,7 +91,7 @@ func TestLedgerWaitsForReplicas(t *testing.T) {
 	if !errors.As(err, &de) || isFailure(err) {
 		t.Fatalf("handle with the replica paused at the ledger = %v; want a *durable.Error that does not count as a failure", err)
 	}
-	replica.Awake()
+	replica.Resume()
 }
 
 // pausingConnector delivers, then pauses the replica: what the pipeline writes after the
@@ -103,7 +103,7 @@ type pausingConnector struct {
 
 func (c *pausingConnector) Deliver(ctx context.Context, rec *mappers.Record) (crm.Result, error) {
 	res, err := c.recorder.Deliver(ctx, rec)
-	c.replica.Pause(time.Second)
+	c.replica.Pause()
 	return res, err
 }
 
@@ -125,5 +125,5 @@ func TestWrittenLengthsWaitForReplicas(t *testing.T) {
 	if !errors.As(err, &de) || isFailure(err) || de.Op != "worker: save written fields" {
 		t.Fatalf("Process = %v; want the written lengths' *durable.Error, not counted as a failure", err)
 	}
-	nodes[1].Awake()
+	nodes[1].Resume()
 }

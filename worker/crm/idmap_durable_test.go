@@ -32,7 +32,7 @@ func TestIDMapWaitsForReplicas(t *testing.T) {
 
 	t.Run("marker not replicated: no create, no marker left", func(t *testing.T) {
 		crm := &fakeCRM{}
-		replica.Pause(time.Second)
+		replica.Pause()
 		_, _, err := m.Upsert(ctx, "calls", "d1", "c9", crm.ops())
 		notReplicated(t, err)
 		if len(crm.calls) != 0 {
@@ -41,7 +41,7 @@ func TestIDMapWaitsForReplicas(t *testing.T) {
 		if _, ok, err := m.Get(ctx, "calls", "d1"); err != nil || ok {
 			t.Errorf("marker left on the master (%v, %v): the retry would wait for the search index", ok, err)
 		}
-		replica.Awake()
+		replica.Resume()
 		if id, created, err := m.Upsert(ctx, "calls", "d1", "c9", crm.ops()); err != nil || !created || id != "new-1" {
 			t.Errorf("retry = %q created %v, %v; want new-1 created", id, created, err)
 		}
@@ -52,12 +52,12 @@ func TestIDMapWaitsForReplicas(t *testing.T) {
 		ops := crm.ops()
 		create := ops.Create
 		ops.Create = func(ctx context.Context) (string, error) {
-			replica.Pause(time.Second) // after the marker was confirmed
+			replica.Pause() // after the marker was confirmed
 			return create(ctx)
 		}
 		_, _, err := m.Upsert(ctx, "calls", "d2", "c9", ops)
 		notReplicated(t, err)
-		replica.Awake()
+		replica.Resume()
 		if _, _, err := m.Upsert(ctx, "calls", "d2", "c9", crm.ops()); err != nil {
 			t.Fatal(err)
 		}

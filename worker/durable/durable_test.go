@@ -22,9 +22,9 @@ func set(key, val string) func(ctx context.Context, c redis.Cmdable) error {
 	return func(ctx context.Context, c redis.Cmdable) error { return c.Set(ctx, key, val, time.Minute).Err() }
 }
 
-func pause(t *testing.T, n *redistest.Server, d time.Duration) { t.Helper(); n.Pause(d) }
+func pause(t *testing.T, n *redistest.Server, _ time.Duration) { t.Helper(); n.Pause() }
 
-func awake(t *testing.T, n *redistest.Server) { t.Helper(); n.Awake() }
+func awake(t *testing.T, n *redistest.Server) { t.Helper(); n.Resume() }
 
 // TestSentinel runs every case against one Sentinel set (master and two replicas) through
 // a FailoverClient, the client config builds for redis.sentinel.

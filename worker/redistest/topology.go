@@ -337,25 +337,3 @@ func StartReplicated(t testing.TB, n int, extra ...string) []*Server {
 	})
 	return nodes
 }
-
-// Pause stops the server from serving anyone, its master link included (CLIENT PAUSE ALL),
-// for d: a paused replica applies no writes and acknowledges no WAIT. Redis queues even
-// CLIENT UNPAUSE behind the pause, so keep d short; Awake waits it out.
-func (s *Server) Pause(d time.Duration) {
-	s.t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-	defer c.Close()
-	if err := c.Do(context.Background(), "CLIENT", "PAUSE", d.Milliseconds(), "ALL").Err(); err != nil {
-		s.t.Fatalf("redistest: CLIENT PAUSE: %v", err)
-	}
-}
-
-// Awake returns once a paused server answers again.
-func (s *Server) Awake() {
-	s.t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), ReadTimeout: time.Minute})
-	defer c.Close()
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		s.t.Fatalf("redistest: %s after a pause: %v", s.Addr(), err)
-	}
-}
