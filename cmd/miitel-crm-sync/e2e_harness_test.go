@@ -205,16 +205,16 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		hsURL = o.hubspotVia(hsURL)
 	}
 	hubspotCfg := fmt.Sprintf("      base_url: %q\n      private_app_token: {env: HUBSPOT_TOKEN}\n", hsURL)
-	if o.hubspotRequests > 0 {
-		hubspotCfg = fmt.Sprintf("    rate_limit: {requests: %d, per: 10s}\n", o.hubspotRequests) + "    hubspot:\n" + hubspotCfg
-	} else {
-		hubspotCfg = "    hubspot:\n" + hubspotCfg
-	}
 	if o.hubspotOAuth {
 		s.env["HUBSPOT_REFRESH_TOKEN"] = s.hs.IssueRefreshToken()
 		hubspotCfg = fmt.Sprintf("      base_url: %q\n      token_url: %q\n      client_id: client-id\n"+
 			"      client_secret: {env: HUBSPOT_CLIENT_SECRET}\n      refresh_token: {env: HUBSPOT_REFRESH_TOKEN}\n",
 			hsURL, hsURL+"/oauth/v1/token")
+	}
+	if o.hubspotRequests > 0 {
+		hubspotCfg = fmt.Sprintf("    rate_limit: {requests: %d, per: 10s}\n", o.hubspotRequests) + "    hubspot:\n" + hubspotCfg
+	} else {
+		hubspotCfg = "    hubspot:\n" + hubspotCfg
 	}
 	sfURL := s.sf.URL
 	if o.salesforceVia != nil {

@@ -107,6 +107,9 @@ func runProcess(ctx context.Context, o *processOptions) error {
 			Routes: cfg.Routes, Server: cfg.Server, Queue: cfg.Queue, Redis: rdb,
 			Logger: log.With("component", "receiver"), Registerer: reg,
 		}
+		if !cfg.Redis.Embedded() { // the in-process Redis has no replicas to wait for
+			ro.AckReplicas, ro.AckTimeout = cfg.Redis.AckReplicas, cfg.Redis.AckTimeout
+		}
 		rcv, err := receiver.New(ro)
 		if err != nil {
 			return configError(err)
