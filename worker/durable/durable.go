@@ -39,6 +39,14 @@ const DefaultTimeout = 300 * time.Millisecond
 // waited for on the next write, not after this.
 const autoRefresh = 2 * time.Second
 
+// DefaultHold is how long auto keeps waiting for a replica the master stopped reporting.
+// In a planned failover the old master keeps a replica the Sentinels have not moved yet:
+// it still confirms writes that the demotion then flushes. Following the master's own view
+// at once would confirm exactly those; holding the highest count seen makes them fail (and
+// retry on the new master). The cost: a replica that is gone for good is waited for, and
+// writes retried, for this long.
+const DefaultHold = 15 * time.Second
+
 // RetryAfter is how long a task waits before retrying a write that was not replicated: a
 // failover or a paused replica takes seconds, not milliseconds.
 const RetryAfter = 2 * time.Second
@@ -75,6 +83,8 @@ type Acks struct {
 	want    config.AckReplicas
 	timeout time.Duration
 
+	hold time.Duration
+
 	mu    sync.Mutex
 	known map[string]count // "auto": replicas by node address
 	now   func() time.Time
@@ -83,6 +93,9 @@ type Acks struct {
 type count struct {
 	n  int
 	at time.Time
+	// high is the most replicas seen since highAt; auto waits for it until hold passed.
+	high   int
+	highAt time.Time
 }
 
 // New returns the Acks of a client: want is redis.ack_replicas (config.AckAuto, 0 for off,
@@ -91,7 +104,13 @@ func New(rdb redis.UniversalClient, want config.AckReplicas, timeout time.Durati
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	return &Acks{rdb: rdb, want: want, timeout: timeout, known: map[string]count{}, now: time.Now}
+	return &Acks{rdb: rdb, want: want, timeout: timeout, hold: DefaultHold, known: map[string]count{}, now: time.Now}
+}
+
+// WithHold changes DefaultHold (tests; 0 follows the master's view at once).
+func (a *Acks) WithHold(d time.Duration) *Acks {
+	a.hold = d
+	return a
 }
 
 // Off returns an Acks that never waits (tests, and callers built without one).
@@ -159,14 +178,15 @@ func (a *Acks) master(ctx context.Context, key string) (*redis.Client, error) {
 }
 
 // replicas is "auto": the in-sync replicas the master reports (INFO replication), cached
-// for autoRefresh per node. It reads them on conn, the connection the write will use, so the
+// for autoRefresh per node, and never fewer than the most it reported within hold. It reads them on conn, the connection the write will use, so the
 // count is the one of the node that takes the write.
 func (a *Acks) replicas(ctx context.Context, addr string, conn *redis.Conn) (int, error) {
 	a.mu.Lock()
 	c, ok := a.known[addr]
 	a.mu.Unlock()
-	if ok && a.now().Sub(c.at) < autoRefresh {
-		return c.n, nil
+	now := a.now()
+	if ok && now.Sub(c.at) < autoRefresh {
+		return max(c.n, c.high), nil
 	}
 	info, err := conn.Info(ctx, "replication").Result()
 	if err != nil {
@@ -176,15 +196,23 @@ func (a *Acks) replicas(ctx context.Context, addr string, conn *redis.Conn) (int
 	if err != nil {
 		return 0, err
 	}
+	c.n, c.at = n, now
+	if n >= c.high || now.Sub(c.highAt) >= a.hold {
+		c.high, c.highAt = n, now
+	}
 	a.mu.Lock()
-	a.known[addr] = count{n: n, at: a.now()}
+	a.known[addr] = c
 	a.mu.Unlock()
-	return n, nil
+	return max(c.n, c.high), nil
 }
 
+// forget makes the next write read the master's replicas again (the held high stays).
 func (a *Acks) forget(addr string) {
 	a.mu.Lock()
-	delete(a.known, addr)
+	if c, ok := a.known[addr]; ok {
+		c.at = time.Time{}
+		a.known[addr] = c
+	}
 	a.mu.Unlock()
 }
 

@@ -115,8 +115,10 @@ func TestSentinel(t *testing.T) {
 	})
 }
 
-// TestAutoFollowsTheReplicas: a replica that goes away stops being waited for once the
-// master no longer reports it; auto does not turn every write into a timeout.
+// TestAutoFollowsTheReplicas: a replica the master stops reporting is still waited for
+// within the hold (the old master of a planned failover keeps a replica that would confirm
+// writes the demotion flushes), and no longer after it: auto does not turn every write into
+// a timeout for good.
 func TestAutoFollowsTheReplicas(t *testing.T) {
 	nodes := redistest.StartReplicated(t, 2)
 	master, replicas := nodes[0], nodes[1:]
@@ -138,12 +140,21 @@ func TestAutoFollowsTheReplicas(t *testing.T) {
 		}
 	}
 	online(2)
-	a := durable.New(rdb, config.AckAuto, 200*time.Millisecond)
-	if err := a.Write(ctx, "test: set", "k", set("k", "1")); err != nil {
-		t.Fatal(err)
+	held := durable.New(rdb, config.AckAuto, 200*time.Millisecond)
+	a := durable.New(rdb, config.AckAuto, 200*time.Millisecond).WithHold(0)
+	for _, x := range []*durable.Acks{held, a} {
+		if err := x.Write(ctx, "test: set", "k", set("k", "1")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	replicas[1].Stop()
 	online(1)
+	for range 2 {
+		err := held.Write(ctx, "test: set", "k", set("k", "held"))
+		if de := (*durable.Error)(nil); !errors.As(err, &de) || de.Want != 2 {
+			t.Fatalf("within the hold: Write = %v, want 2 replicas still waited for", err)
+		}
+	}
 	// The cached count (2) may still be used once; the shortfall forgets it.
 	var err error
 	for range 2 {
