@@ -106,7 +106,7 @@ func TestAckReplicatedBeforeDone(t *testing.T) {
 // Duplicate confirmed by both, and the replicas hold the task.
 func TestAckStalledReplicas(t *testing.T) {
 	rs := startReplicated(t, 2)
-	ack := Ack{Replicas: AckAuto, Timeout: 150 * time.Millisecond}
+	ack := Ack{Replicas: AckAuto, Timeout: 500 * time.Millisecond}
 	one := redis.NewClient(&redis.Options{Addr: rs.master.Addr(), PoolSize: 1, MaxRetries: -1})
 	t.Cleanup(func() { _ = one.Close() })
 	old := New(one, queue, ack)
@@ -146,8 +146,8 @@ func TestAckStalledReplicas(t *testing.T) {
 func TestAckFixedCountReplicaKilled(t *testing.T) {
 	rs := startReplicated(t, 2)
 	rdb := client(t, rs.master.Addr())
-	fixed := New(rdb, queue, Ack{Replicas: 2, Timeout: 150 * time.Millisecond})
-	auto := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 150 * time.Millisecond, Refresh: time.Hour})
+	fixed := New(rdb, queue, Ack{Replicas: 2, Timeout: 500 * time.Millisecond})
+	auto := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 500 * time.Millisecond, Refresh: time.Hour})
 	if _, acked, err := enqueueAck(t, auto, "k0"); err != nil || acked.Want != 2 {
 		t.Fatalf("auto before: %+v %v", acked, err)
 	}
@@ -177,7 +177,7 @@ func TestAckNoReplicas(t *testing.T) {
 	if err := rdb.ConfigSet(context.Background(), "min-replicas-to-write", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	q := New(rdb, queue, Ack{Replicas: 1, Timeout: 150 * time.Millisecond})
+	q := New(rdb, queue, Ack{Replicas: 1, Timeout: 500 * time.Millisecond})
 	rs.replicas[0].Stop()
 	rs.waitConnected(t, 0)
 	_, _, err := enqueueAck(t, q, "n1")
