@@ -188,6 +188,20 @@ func TestCluster(t *testing.T) {
 	cs := redistest.StartCluster(t, 3, 1, fast...)
 	rdb := cs.Client()
 	ctx := context.Background()
+	// auto counts replicas in sync; StartCluster returns before they are.
+	deadline := time.Now().Add(20 * time.Second)
+	for _, m := range cs.Masters {
+		for {
+			info, _ := m.Client().Info(ctx, "replication").Result()
+			if n, _ := durable.OnlineReplicas(info); n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("master %s: replica not in sync:\n%s", m.Addr(), info)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	a := durable.New(rdb, config.AckAuto, time.Second)
 	replicaOf := map[string]*redis.Client{} // master addr -> its replica
 	for _, n := range cs.Nodes[3:] {
