@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BUILD_FLAGS := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 BUILD_PKG := ./cmd/miitel-crm-sync
 
-.PHONY: all deps build test test-go test-chart test-crash vet fmt-check bench fuzz soak run clean load-deps load-receiver load-worker
+.PHONY: all deps build test test-go test-chart test-crash test-failover vet fmt-check bench fuzz soak run clean load-deps load-receiver load-worker
 
 all: build
 
@@ -41,6 +41,14 @@ test-chart:
 ## (docs/BENCHMARKS.md, "Worker: recovery"). ROUNDS=3
 test-crash: deps
 	MCS_TEST_CRASH=1 $(GO) test -count=$(or $(ROUNDS),3) -timeout 30m -run '^TestE2ECrash1000' -v $(BUILD_PKG) | grep -E '^(---|=== RUN|PASS|FAIL|ok)|at the kill|RECOVERY'; exit $${PIPESTATUS[0]}
+
+## test-failover: the Redis failover soak (minutes, not in make test): steady webhook traffic
+## through serve on a private Sentinel set, SENTINEL FAILOVER and a SIGKILLed master, each
+## with ack_replicas 0 and auto, interleaved; docs/BENCHMARKS.md "Redis failover".
+## FAILOVER_ROUNDS=3 FAILOVER_DURATION=45s FAILOVER_RATE=50 FAILOVER_AT=20s
+test-failover: deps
+	MCS_E2E_FAILOVER=1 $(GO) test -count=1 -timeout 60m -run '^TestE2ERedisFailover$$' -v ./cmd/miitel-crm-sync 2>&1 | \
+	  grep -v '^ *{"time"' | grep -v '^redis: ' ; exit $${PIPESTATUS[0]}
 
 ## bench: the benchmarks (receiver accept path, mapping render, ...)
 bench:

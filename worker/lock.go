@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
@@ -24,8 +25,15 @@ import (
 // for minutes. If a renewal finds the lease gone (Redis lost it, or the holder stalled longer
 // than a lease and another worker took over), the handler's context is cancelled: it must
 // not go on writing as if it still held the call.
+//
+// Taking the lease waits for replicas (durable.Acks): a lease only the old master held
+// vanishes in a failover, and a second worker would then deliver the same call beside the
+// first, which is how the id map protocol creates a second HubSpot call. Renewals and the
+// release do not wait: a lost renewal is repeated at the next tick (the lease survives two),
+// and a lost release only delays the call's next event by one lease.
 type callLock struct {
-	rdb redis.UniversalClient
+	rdb  redis.UniversalClient
+	acks *durable.Acks
 	// ttl is the lease; renewals run every ttl/3, so two renewals may fail before it lapses.
 	ttl time.Duration
 }
@@ -51,6 +59,15 @@ var (
 	renewScript  = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
 )
 
+// orOff is a, or an Acks that waits for no replica when the lock or state was built
+// without one.
+func orOff(a *durable.Acks, rdb redis.UniversalClient) *durable.Acks {
+	if a == nil {
+		return durable.Off(rdb)
+	}
+	return a
+}
+
 func lockKey(route, detailID string) string {
 	return tasks.KeyPrefix + "lock:" + route + ":" + detailID
 }
@@ -66,7 +83,21 @@ func (l callLock) acquire(ctx context.Context, route, detailID string) (context.
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
-	ok, err := l.rdb.SetNX(ctx, key, token, ttl).Result()
+	var ok bool
+	err := orOff(l.acks, l.rdb).Write(ctx, "worker: lock call", key, func(ctx context.Context, c redis.Cmdable) error {
+		var err error
+		ok, err = c.SetNX(ctx, key, token, ttl).Result()
+		return err
+	})
+	var notReplicated *durable.Error
+	if errors.As(err, &notReplicated) {
+		// Held on the master only: give it back rather than deliver under a lease a
+		// failover could hand to another worker.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer rcancel()
+		_ = unlockScript.Run(rctx, l.rdb, []string{key}, token).Err()
+		return nil, nil, err
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("worker: lock call: %w", err)
 	}

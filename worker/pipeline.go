@@ -15,6 +15,7 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 )
 
 // Renderer turns a merged event into a CRM record, or says why the call is skipped.
@@ -46,6 +47,9 @@ type PipelineOptions struct {
 	StateMaxBytes int
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
+	// Acks holds the lease, the state and the written lengths to redis.ack_replicas (see
+	// worker/durable); nil waits for no replica.
+	Acks *durable.Acks
 }
 
 // Pipeline is the Processor that delivers an event: lock the call, merge the event into the
@@ -70,10 +74,13 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 	if o.StateMaxBytes == 0 {
 		o.StateMaxBytes = 256 << 10
 	}
+	if o.Acks == nil {
+		o.Acks = durable.Off(o.Redis)
+	}
 	p := &Pipeline{
 		routes:     o.Routes,
-		state:      stateStore{rdb: o.Redis, ttl: o.StateTTL, maxBytes: o.StateMaxBytes},
-		lock:       callLock{rdb: o.Redis, ttl: o.LockTTL},
+		state:      stateStore{rdb: o.Redis, acks: o.Acks, ttl: o.StateTTL, maxBytes: o.StateMaxBytes},
+		lock:       callLock{rdb: o.Redis, acks: o.Acks, ttl: o.LockTTL},
 		writtenTTL: o.WrittenTTL,
 		log:        o.Logger,
 		stateBytes: prometheus.NewHistogram(prometheus.HistogramOpts{

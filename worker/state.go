@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
@@ -19,8 +20,15 @@ import (
 // seed-sized answered call with transcript and phrases compresses to a few KB. It is capped: above
 // maxBytes the per-speaker phrases are dropped first (the transcript text stays), since they
 // are the bulk and the least used by mappings.
+//
+// Both writes wait for replicas (durable.Acks). The state: a merged state lost in a
+// failover makes the call's next event merge with an older one, and a record built without
+// this event's fields can shorten a body the CRM holds (the written lengths are only read
+// when no state is found). The written lengths: they are what keeps a poorer late event from
+// shortening a body once the state expired, so they must hold before the task is done.
 type stateStore struct {
 	rdb      redis.UniversalClient
+	acks     *durable.Acks
 	ttl      time.Duration
 	maxBytes int
 }
@@ -61,8 +69,12 @@ func (s *stateStore) save(ctx context.Context, ev *miitel.Event) (int, error) {
 			return 0, err
 		}
 	}
-	if err := s.rdb.Set(ctx, stateKey(ev.Route, ev.Detail.ID), b, s.ttl).Err(); err != nil {
-		return 0, fmt.Errorf("worker: save call state: %w", err)
+	key := stateKey(ev.Route, ev.Detail.ID)
+	err = orOff(s.acks, s.rdb).Write(ctx, "worker: save call state", key, func(ctx context.Context, c redis.Cmdable) error {
+		return c.Set(ctx, key, b, s.ttl).Err()
+	})
+	if err := wrapUnlessDurable(err, "worker: save call state"); err != nil {
+		return 0, err
 	}
 	return len(b), nil
 }
@@ -102,13 +114,23 @@ func (s *stateStore) saveWritten(ctx context.Context, route, detailID string, le
 	for k, n := range lengths {
 		vals = append(vals, k, n)
 	}
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, vals...)
-		p.Expire(ctx, key, ttl)
-		return nil
+	err := orOff(s.acks, s.rdb).Write(ctx, "worker: save written fields", key, func(ctx context.Context, c redis.Cmdable) error {
+		_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, key, vals...)
+			p.Expire(ctx, key, ttl)
+			return nil
+		})
+		return err
 	})
-	if err != nil {
-		return fmt.Errorf("worker: save written fields: %w", err)
+	return wrapUnlessDurable(err, "worker: save written fields")
+}
+
+// wrapUnlessDurable prefixes a write's own error with what was written; a *durable.Error
+// already says it.
+func wrapUnlessDurable(err error, op string) error {
+	var de *durable.Error
+	if err == nil || errors.As(err, &de) {
+		return err
 	}
-	return nil
+	return fmt.Errorf("%s: %w", op, err)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/callstatus"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/deadletter"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
@@ -52,6 +53,9 @@ type Options struct {
 	// resolves it when the call is delivered. Status, when set, records every attempt.
 	DeadLetter DeadLetter
 	Status     Status
+	// Acks holds the dedupe ledger to redis.ack_replicas (worker/durable); nil waits for no
+	// replica.
+	Acks *durable.Acks
 }
 
 // Worker is the asynq server that runs the Processor for every queued event.
@@ -66,6 +70,7 @@ type Worker struct {
 	policy  retryPolicy
 	dead    DeadLetter
 	status  Status
+	acks    *durable.Acks
 	now     func() time.Time
 	// running counts handlers still on their way out; Run waits for them (handlerExitGrace).
 	running sync.WaitGroup
@@ -109,7 +114,10 @@ func New(o Options) (*Worker, error) {
 	}
 	policy := retryPolicy{base: o.Worker.RetryBase, max: o.Worker.RetryMax}
 	w := &Worker{rdb: o.Redis, proc: o.Processor, log: o.Logger, queue: o.Queue, metrics: newMetrics(o.Registerer),
-		policy: policy, dead: o.DeadLetter, status: o.Status, now: time.Now}
+		policy: policy, dead: o.DeadLetter, status: o.Status, acks: o.Acks, now: time.Now}
+	if w.acks == nil {
+		w.acks = durable.Off(o.Redis)
+	}
 	w.srv = asynq.NewServerFromRedisClient(o.Redis, asynq.Config{
 		Concurrency:     o.Worker.Concurrency,
 		Queues:          map[string]int{o.Queue.Name: 1},
@@ -178,11 +186,22 @@ func (w *Worker) handle(ctx context.Context, t *asynq.Task) error {
 		return w.failed(ctx, ev, att, w.exhausted(ctx, err))
 	}
 	// The ledger is written only after delivery, so an event that ends in the dead letter
-	// leaves no mark and MiiTel's next re-send of it is queued again.
+	// leaves no mark and MiiTel's next re-send of it is queued again. It waits for replicas
+	// before the task is done: a ledger entry lost in a failover lets MiiTel's re-send of
+	// the event (every 10 minutes with the fixed-IP option) be queued again, and merged as
+	// the newest event it would undo what a later event of the call changed.
 	if ev.DedupeKey != "" && w.queue.DedupeWindow > 0 {
-		if err := w.rdb.Set(ctx, tasks.LedgerKey(w.queue.Name, ev.DedupeKey), string(ev.Kind), w.queue.DedupeWindow).Err(); err != nil {
+		key := tasks.LedgerKey(w.queue.Name, ev.DedupeKey)
+		err := w.acks.Write(ctx, "worker: write ledger", key, func(ctx context.Context, c redis.Cmdable) error {
+			return c.Set(ctx, key, string(ev.Kind), w.queue.DedupeWindow).Err()
+		})
+		var de *durable.Error
+		if err != nil && !errors.As(err, &de) {
+			err = fmt.Errorf("worker: write ledger: %w", err)
+		}
+		if err != nil {
 			// Delivered but not recorded: retrying re-delivers, which the CRM upsert absorbs.
-			return fmt.Errorf("worker: write ledger: %w", err)
+			return err
 		}
 	}
 	if err := w.delivered(ctx, ev, att); err != nil {

@@ -350,8 +350,9 @@ func (fakeNoCheck) Deliver(context.Context, *mappers.Record) (crm.Result, error)
 func TestWorkerStartRunsTheCheckInTheBackground(t *testing.T) {
 	for _, sub := range []string{"serve", "worker"} {
 		t.Run(sub, func(t *testing.T) {
-			addr := freeAddr(t) // the ops listener, where /readyz and /metrics are
-			listen := fmt.Sprintf("server: {listen: %q}\nops: {listen: %q}\n", freeAddr(t), addr)
+			addrs := freeAddrs(t, 2)
+			addr := addrs[1] // the ops listener, where /readyz and /metrics are
+			listen := fmt.Sprintf("server: {listen: %q}\nops: {listen: %q}\n", addrs[0], addr)
 			cfg := writeConfig(t, listen+checkConfig)
 			release := make(chan struct{})
 			hs := &fakeChecker{answer: func(ctx context.Context, _ int) []crm.CheckResult {

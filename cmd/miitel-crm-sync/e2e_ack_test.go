@@ -36,13 +36,14 @@ func TestE2EStatusAtReceiptWithoutWorker(t *testing.T) {
 // JSON log as JSON records at warn, with component redis, never as plain text. The
 // receiver runs as its own OS process: go-redis's logger is process-wide, set in main.
 func TestRedisClientLogsAreJSON(t *testing.T) {
-	listen, ops := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 3) // listen, ops, and a dead Redis
+	listen, ops := addrs[0], addrs[1]
 	cfg := writeConfig(t, fmt.Sprintf(`log: {level: info, format: json}
 server: {listen: %q}
 redis: {url: "redis://%s", dial_timeout: 200ms}
 ops: {listen: %q}
 routes: [{name: open, auth: {insecure: true}}]
-`, listen, freeAddr(t), ops))
+`, listen, addrs[2], ops))
 	cmd := exec.Command(os.Args[0], "receiver", "--config", cfg)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "MCS_") {

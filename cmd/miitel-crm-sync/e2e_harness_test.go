@@ -113,14 +113,28 @@ type stackOptions struct {
 	// salesforceFake adjusts the Salesforce fake's options (e.g. an org without the
 	// External ID field).
 	salesforceFake func(*salesforcefake.Options)
+	// redis, when set, replaces the stack's own redis-server: the config's redis section
+	// (flow YAML, e.g. a Sentinel or Cluster) and a client of that Redis for the test.
+	redis *redisTopology
+	// hubspotRequests raises the HubSpot account's 10-second limit (fake and config alike)
+	// for load runs; 0 keeps HubSpot's default.
+	hubspotRequests int
+}
+
+// redisTopology is a Redis a stack runs on instead of a standalone redis-server.
+type redisTopology struct {
+	section string
+	client  redis.UniversalClient
 }
 
 // stack is one isolated installation: a private redis-server, a HubSpot and a Salesforce
 // fake seeded with the rep and the customers, and a config file pointing at all of them
 // with two routes, /webhooks/miitel/hubspot and /webhooks/miitel/salesforce.
 type stack struct {
-	redis *redistest.Server
-	rdb   *redis.Client
+	redis *redistest.Server // nil on a stackOptions.redis topology
+	rdb   *redis.Client     // nil on a stackOptions.redis topology
+	// queue is the client the test inspects the queue with (rdb, or the topology's).
+	queue redis.UniversalClient
 	hs    *hubspotfake.Server
 	sf    *salesforcefake.Fake
 
@@ -149,10 +163,17 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if o.retryMax > 0 {
 		retryBase, retryMax = o.retryMax, o.retryMax
 	}
-	s := &stack{redis: redistest.Start(t), hsContact: map[string]string{}, sfContact: map[string]string{}}
-	s.rdb = s.redis.Client()
+	s := &stack{hsContact: map[string]string{}, sfContact: map[string]string{}}
+	redisSection := ""
+	if o.redis != nil {
+		s.queue, redisSection = o.redis.client, o.redis.section
+	} else {
+		s.redis = redistest.Start(t)
+		s.rdb = s.redis.Client()
+		s.queue, redisSection = s.rdb, fmt.Sprintf("{url: %q}", s.redis.URL())
+	}
 
-	s.hs = hubspotfake.New(t, hubspotfake.Options{})
+	s.hs = hubspotfake.New(t, hubspotfake.Options{RequestsPer10s: o.hubspotRequests})
 	s.hs.AddPrivateAppToken(hubspotPrivateToken)
 	s.hs.AddOwner("someone.else@example.com") // the rep is not simply the first owner
 	s.hsOwner = s.hs.AddOwner(repEmail)
@@ -192,6 +213,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 			"      client_secret: {env: HUBSPOT_CLIENT_SECRET}\n      refresh_token: {env: HUBSPOT_REFRESH_TOKEN}\n",
 			hsURL, hsURL+"/oauth/v1/token")
 	}
+	if o.hubspotRequests > 0 {
+		hubspotCfg = fmt.Sprintf("    rate_limit: {requests: %d, per: 10s}\n", o.hubspotRequests) + "    hubspot:\n" + hubspotCfg
+	} else {
+		hubspotCfg = "    hubspot:\n" + hubspotCfg
+	}
 	if o.hubspotBatch != "" {
 		hubspotCfg += "    batch: " + o.hubspotBatch + "\n"
 	}
@@ -209,14 +235,15 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		salesforceCfg += "    batch: " + o.salesforceBatch + "\n"
 	}
 
-	s.listen, s.ops = freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	s.listen, s.ops = addrs[0], addrs[1]
 	// Short retry and poll intervals keep retries (429, expired tokens, recovered tasks)
 	// within a test's time; everything else is the production default.
 	s.cfgPath = writeConfig(t, fmt.Sprintf(`log: {level: debug, format: json}
 server:
   listen: %q
   shutdown_timeout: 5s
-redis: {url: %q}
+redis: %s
 queue: {name: %s, max_retry: %d, task_timeout: 30s}
 worker:
   concurrency: %d
@@ -239,11 +266,10 @@ routes:
 connections:
   - name: hs
     type: hubspot
-    hubspot:
 %s  - name: sf
     type: salesforce
     salesforce:
-%s`, s.listen, s.redis.URL(), queueName, o.maxRetry, o.workerConcurrency, retryBase, retryMax, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
+%s`, s.listen, redisSection, queueName, o.maxRetry, o.workerConcurrency, retryBase, retryMax, hubspotRoute, salesforceRoute, hubspotCfg, salesforceCfg))
 	return s
 }
 
@@ -252,12 +278,23 @@ func (s *stack) getenv(k string) string { return s.env[k] }
 // freeAddr returns a loopback address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return freeAddrs(t, 1)[0]
+}
+
+// freeAddrs is n distinct free loopback addresses: each port is held until all are picked,
+// so two calls in a row cannot hand out the same port (freeAddr twice could).
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs[i] = l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
 }
 
 // lockedBuffer collects a process's log output; written by its goroutines, read by the test.
@@ -393,7 +430,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 }
 
 func (s *stack) inspector(t *testing.T) *asynq.Inspector {
-	in := asynq.NewInspectorFromRedisClient(s.rdb)
+	in := asynq.NewInspectorFromRedisClient(s.queue)
 	t.Cleanup(func() { _ = in.Close() })
 	return in
 }

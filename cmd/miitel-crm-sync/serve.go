@@ -120,6 +120,9 @@ func runProcess(ctx context.Context, o *processOptions) error {
 			AckReplicas: ackReplicas(cfg.Redis), AckTimeout: cfg.Redis.AckTimeout,
 			Status: receiver.Status{Lua: callstatus.LuaLibrary, Args: st},
 		}
+		if !cfg.Redis.Embedded() { // the in-process Redis has no replicas to wait for
+			ro.AckReplicas, ro.AckTimeout = cfg.Redis.AckReplicas, cfg.Redis.AckTimeout
+		}
 		rcv, err := receiver.New(ro)
 		if err != nil {
 			return configError(err)
@@ -148,7 +151,7 @@ func runProcess(ctx context.Context, o *processOptions) error {
 		w, err := worker.New(worker.Options{
 			Redis: rdb, Queue: cfg.Queue, Worker: cfg.Worker, Processor: d.proc,
 			Logger: log.With("component", "worker"), Registerer: reg,
-			DeadLetter: ops.dead, Status: ops.status,
+			DeadLetter: ops.dead, Status: ops.status, Acks: d.acks,
 		})
 		if err != nil {
 			return err

@@ -17,6 +17,7 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/dryrun"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/hubspot"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm/salesforce"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 )
 
 // delivery is the worker's processor with what must run beside it (mapping watchers), and
@@ -27,6 +28,17 @@ type delivery struct {
 	watchers []*mappers.Store
 	conns    map[string]crm.Connector
 	mappings map[string]func() *mappers.Mapping
+	// acks holds the worker's exactly-once writes to redis.ack_replicas.
+	acks *durable.Acks
+}
+
+// newAcks is redis.ack_replicas for the worker's writes (worker/durable). The in-process
+// Redis has no replicas to wait for.
+func newAcks(cfg *config.Config, rdb redis.UniversalClient) *durable.Acks {
+	if cfg.Redis.Embedded() {
+		return durable.Off(rdb)
+	}
+	return durable.New(rdb, cfg.Redis.AckReplicas, cfg.Redis.AckTimeout)
 }
 
 // connectorBuilder builds the connector of one connection. newConnector is the real one;
@@ -81,8 +93,9 @@ func newDelivery(ctx context.Context, cfg *config.Config, build connectorBuilder
 		d.mappings[r.Name] = get
 		routes[r.Name] = worker.Route{Mapping: func() worker.Renderer { return get() }, Connector: conn, Connection: cmp.Or(r.Connection, "dryrun")}
 	}
+	d.acks = newAcks(cfg, rdb)
 	d.proc = worker.NewPipeline(worker.PipelineOptions{
-		Redis: rdb, Routes: routes,
+		Redis: rdb, Routes: routes, Acks: d.acks,
 		StateTTL: cfg.Worker.StateTTL, WrittenTTL: cfg.Worker.IDMapTTL,
 		Logger: log.With("component", "pipeline"), Registerer: reg,
 	})
@@ -134,7 +147,7 @@ func loadRouteMapping(r config.Route, kind string) (*mappers.Mapping, error) {
 // worker/crm and a case here.
 func newConnector(ctx context.Context, cfg *config.Config, cn config.Connection, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (crm.Connector, error) {
 	l := log.With("component", "crm") // connectors add their connection name
-	o := crm.Options{Connection: cn, IDMapTTL: cfg.Worker.IDMapTTL, Redis: rdb, Logger: l, Registerer: reg, Context: ctx}
+	o := crm.Options{Connection: cn, IDMapTTL: cfg.Worker.IDMapTTL, Redis: rdb, Acks: newAcks(cfg, rdb), Logger: l, Registerer: reg, Context: ctx}
 	switch cn.Type {
 	case "hubspot":
 		return hubspot.New(hubspot.Options{Options: o})

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 )
 
 // ErrNotFound is returned by an IDMapOps.Update whose CRM record no longer exists (deleted
@@ -35,8 +37,16 @@ var ErrNotFound = errors.New("crm: record not found")
 // It relies on one delivery per external id at a time, which the worker's per-call lock
 // guarantees; the marker is not a lock. The residual risk is a search index lagging more
 // than SearchLag after a crash, so keep SearchLag comfortably above the CRM's usual lag.
+//
+// With Acks (redis.ack_replicas) the marker and the stored id wait for replicas: the marker
+// before the create is sent (a marker lost in a failover makes the retry create a second
+// record instead of searching), the id before the task is done (without it the next event
+// of the call has to find the record by search, within SearchLag's risk). A marker that is
+// not replicated is dropped and no create is sent; either failure retries the task as
+// Throttled, since it is Redis's problem, not the call's.
 type IDMap struct {
 	rdb       redis.UniversalClient
+	acks      *durable.Acks
 	conn      string
 	ttl       time.Duration
 	searchLag time.Duration
@@ -51,7 +61,16 @@ func NewIDMap(rdb redis.UniversalClient, connection string, ttl, searchLag time.
 	if searchLag <= 0 {
 		searchLag = 30 * time.Second
 	}
-	return &IDMap{rdb: rdb, conn: connection, ttl: ttl, searchLag: searchLag}
+	return &IDMap{rdb: rdb, acks: durable.Off(rdb), conn: connection, ttl: ttl, searchLag: searchLag}
+}
+
+// WithAcks makes the marker and the stored id wait for replicas (see IDMap); nil waits for
+// none.
+func (m *IDMap) WithAcks(a *durable.Acks) *IDMap {
+	if a != nil {
+		m.acks = a
+	}
+	return m
 }
 
 // IDEntry is what the map holds for one external id.
@@ -83,13 +102,29 @@ func (m *IDMap) Get(ctx context.Context, object, externalID string) (e IDEntry, 
 	return e, true, nil
 }
 
-// Put stores the entry (refreshing the TTL).
+// Put stores the entry (refreshing the TTL) and waits for replicas; a *durable.Error says
+// it was not confirmed.
 func (m *IDMap) Put(ctx context.Context, object, externalID string, e IDEntry) error {
 	b, _ := json.Marshal(e)
-	if err := m.rdb.Set(ctx, m.key(object, externalID), b, m.ttl).Err(); err != nil {
+	key := m.key(object, externalID)
+	err := m.acks.Write(ctx, "crm: write id map", key, func(ctx context.Context, c redis.Cmdable) error {
+		return c.Set(ctx, key, b, m.ttl).Err()
+	})
+	var de *durable.Error
+	if err != nil && !errors.As(err, &de) {
 		return fmt.Errorf("crm: write id map: %w", err)
 	}
-	return nil
+	return err
+}
+
+// redisError classifies a failed id-map write: one the replicas did not confirm retries as
+// Throttled (not counted against the task), any other as Transient.
+func redisError(err error) *Error {
+	var de *durable.Error
+	if errors.As(err, &de) {
+		return &Error{Class: Throttled, Op: "crm: id map", Code: "NOT_REPLICATED", After: de.RetryAfter(), Err: err}
+	}
+	return &Error{Class: Transient, Op: "crm: id map", Err: err}
 }
 
 // markPendingScript writes a pending marker unless the entry already holds an id.
@@ -103,15 +138,34 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false`)
 
 // MarkPending records that a create is about to be sent. When the entry already holds an id
-// it is left alone and returned with ok true.
+// it is left alone and returned with ok true. A marker the replicas did not confirm is
+// dropped again and a *durable.Error returned: the create must not be sent.
 func (m *IDMap) MarkPending(ctx context.Context, object, externalID string, now time.Time) (existing IDEntry, ok bool, err error) {
 	b, _ := json.Marshal(IDEntry{PendingSince: now.UTC().Truncate(time.Millisecond)})
-	v, err := markPendingScript.Run(ctx, m.rdb, []string{m.key(object, externalID)}, b, m.ttl.Milliseconds()).Text()
-	if errors.Is(err, redis.Nil) {
-		return IDEntry{}, false, nil
+	key := m.key(object, externalID)
+	var v string
+	wrote := false
+	err = m.acks.Write(ctx, "crm: write pending marker", key, func(ctx context.Context, c redis.Cmdable) error {
+		var err error
+		v, err = markPendingScript.Run(ctx, c, []string{key}, b, m.ttl.Milliseconds()).Text()
+		if errors.Is(err, redis.Nil) {
+			wrote = true
+			return nil
+		}
+		return err
+	})
+	var de *durable.Error
+	if errors.As(err, &de) {
+		if wrote {
+			_ = m.Delete(context.WithoutCancel(ctx), object, externalID)
+		}
+		return IDEntry{}, false, err
 	}
 	if err != nil {
 		return IDEntry{}, false, fmt.Errorf("crm: write pending marker: %w", err)
+	}
+	if wrote {
+		return IDEntry{}, false, nil
 	}
 	if err := json.Unmarshal([]byte(v), &existing); err != nil {
 		return IDEntry{}, false, fmt.Errorf("crm: decode id map entry: %w", err)
@@ -179,13 +233,13 @@ func (m *IDMap) Upsert(ctx context.Context, object, externalID string, contact s
 			}
 			adopted.Contact = contact
 			if err := m.Put(ctx, object, externalID, adopted); err != nil {
-				return "", false, &Error{Class: Transient, Op: "crm: id map", Err: err}
+				return "", false, redisError(err)
 			}
 			return found, false, nil
 		}
 	}
 	if existing, has, err := m.MarkPending(ctx, object, externalID, time.Now()); err != nil {
-		return "", false, &Error{Class: Transient, Op: "crm: id map", Err: err}
+		return "", false, redisError(err)
 	} else if has {
 		// Another delivery stored an id meanwhile (should not happen under the per-call lock).
 		if err := ops.Update(ctx, existing); err != nil {
@@ -206,9 +260,9 @@ func (m *IDMap) Upsert(ctx context.Context, object, externalID string, contact s
 		return "", false, err
 	}
 	if err := m.Put(ctx, object, externalID, IDEntry{ID: id, Contact: contact}); err != nil {
-		// The record exists but the map does not say so; the pending marker makes the retry
-		// search before creating.
-		return "", false, &Error{Class: Transient, Op: "crm: id map", Err: err}
+		// The record exists but the map (or its replicas) may not say so; the pending marker
+		// makes the retry search before creating.
+		return "", false, redisError(err)
 	}
 	return id, true, nil
 }

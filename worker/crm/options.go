@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 )
 
 // Options is what every connector's constructor takes, so the worker builds one value per
@@ -29,6 +30,9 @@ type Options struct {
 	// Context is long-lived (the worker's run context): token fetches run on it, never on
 	// a task's context.
 	Context context.Context
+	// Acks holds the id map's pending marker and stored ids to redis.ack_replicas
+	// (worker/durable); nil waits for no replica.
+	Acks *durable.Acks
 	// RateLimitMaxWait bounds how long a request waits for the shared limit inside a task
 	// (default 2s); beyond it the task is retried later as Throttled.
 	RateLimitMaxWait time.Duration

@@ -315,3 +315,25 @@ func waitUntil(t testing.TB, d time.Duration, what string, cond func() (bool, er
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// StartReplicated starts a master with n replicas (no Sentinels) and waits until every
+// replica is in sync. Nodes[0] is the master. Tests of WAIT use it: Pause a replica to keep
+// it from acknowledging.
+func StartReplicated(t testing.TB, n int, extra ...string) []*Server {
+	t.Helper()
+	// Replicas sync at once instead of after Redis's 5s diskless-sync delay.
+	extra = append([]string{"--repl-diskless-sync-delay", "0"}, extra...)
+	master := Start(t, extra...)
+	nodes := []*Server{master}
+	for range n {
+		nodes = append(nodes, Start(t, append(slices.Clone(extra), "--replicaof", "127.0.0.1", strconv.Itoa(master.port))...))
+	}
+	waitUntil(t, 20*time.Second, "replicas in sync", func() (bool, error) {
+		info, err := master.Client().Info(context.Background(), "replication").Result()
+		if err != nil {
+			return false, err
+		}
+		return strings.Count(info, "state=online") == n, nil
+	})
+	return nodes
+}

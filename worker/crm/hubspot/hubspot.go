@@ -207,7 +207,7 @@ func New(o Options) (*Connector, error) {
 		api: &crm.API{Client: client, BaseURL: baseURL, Connection: name, Metrics: m,
 			ParseError: parseError, Adjust: func(e *crm.Error, resp *http.Response, body []byte) { adjust(e, body, static) }},
 		lookups: crm.NewLookupCache(o.Redis, name, o.Connection.LookupTTL, o.Connection.MissTTL, m),
-		ids:     crm.NewIDMap(o.Redis, name, o.IDMapTTL, o.SearchLag),
+		ids:     crm.NewIDMap(o.Redis, name, o.IDMapTTL, o.SearchLag).WithAcks(o.Acks),
 		unique:  h.UniqueProperty,
 		log:     log,
 		limiter: limiter,
