@@ -33,7 +33,7 @@ func TestPipelineWaitsForReplicas(t *testing.T) {
 		Routes:   map[string]Route{"default": {Mapping: func() Renderer { return hubspotMapping(t) }, Connector: conn}},
 		StateTTL: time.Hour, WrittenTTL: 24 * time.Hour, LockTTL: time.Minute,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Acks:   durable.New(rdb, config.AckAuto, 100*time.Millisecond),
+		Acks:   durable.New(rdb, config.AckAuto, testAckTimeout),
 	})
 	ctx := context.Background()
 	ev := sampleEvent(t, sampleAnalysis, time.Now())
@@ -77,7 +77,7 @@ func TestLedgerWaitsForReplicas(t *testing.T) {
 			return nil
 		}),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Acks:   durable.New(rdb, config.AckAuto, 100*time.Millisecond)})
+		Acks:   durable.New(rdb, config.AckAuto, testAckTimeout)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestWrittenLengthsWaitForReplicas(t *testing.T) {
 		Routes:   map[string]Route{"default": {Mapping: func() Renderer { return hubspotMapping(t) }, Connector: conn}},
 		StateTTL: time.Hour, WrittenTTL: 24 * time.Hour, LockTTL: time.Minute,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Acks:   durable.New(rdb, config.AckAuto, 100*time.Millisecond),
+		Acks:   durable.New(rdb, config.AckAuto, testAckTimeout),
 	})
 	err := p.Process(context.Background(), sampleEvent(t, sampleAnalysis, time.Now()))
 	var de *durable.Error
@@ -127,3 +127,7 @@ func TestWrittenLengthsWaitForReplicas(t *testing.T) {
 	}
 	nodes[1].Resume()
 }
+
+// testAckTimeout leaves a loaded 2-core machine under -race time to replicate what should
+// succeed; the waits meant to fail (a paused replica) take this long each.
+const testAckTimeout = time.Second
