@@ -165,6 +165,7 @@ func (r *Receiver) webhook(c *gin.Context) {
 	}
 
 	results, err := r.enqueueAll(c.Request.Context(), name, req)
+	req.release() // encodeTasks copied each detail into its task message
 	if err != nil {
 		rl.outcome, rl.err = outcomeUnavailable, err
 		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(r.server.RetryAfter)))

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -12,7 +13,7 @@ import (
 )
 
 // FuzzCallCodecMatchesStd: whatever the fast decoder accepts as a call, encoding/json
-// accepts too, into the same value. A call the fast decoder refuses goes to encoding/json anyway (decodeCall),
+// accepts too, into the same value, and appendDetail writes json.Marshal's bytes. A call the fast decoder refuses goes to encoding/json anyway (decodeCall),
 // so only leniency or a different value would be a bug.
 func FuzzCallCodecMatchesStd(f *testing.F) {
 	for _, name := range []string{"call_analysis_completed/sample2.json", "call_summarization_completed/sample1.json"} {
@@ -36,6 +37,9 @@ func FuzzCallCodecMatchesStd(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// sonic writes \u0008 and \u000c for these; appendDetail must not.
+	f.Add([]byte(`{"id":"c","details":[{"id":"\b\f\u0001\u001f","tags":[{"value":"\\u0008 <&> \u2028\u2029 \ufffd"}]}]}`))
+	f.Add([]byte(`{"id":"c","details":[{"analysis":{"score":1e-7,"tlr":1e21,"silence_positions":[[0.000001,123456789012345678901234567890,-0,5e-324]]}}]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var fast miitel.Call
 		if len(raw) == 0 || callDecoder.UnmarshalFromString(string(raw), &fast) != nil {
@@ -52,6 +56,13 @@ func FuzzCallCodecMatchesStd(f *testing.F) {
 		}
 		if diff := cmp.Diff(std, fast, cmpopts.EquateEmpty()); diff != "" {
 			t.Fatalf("decoded differently (-std +fast):\n%s\ninput %q", diff, raw)
+		}
+		for i := range std.Details {
+			want, werr := json.Marshal(&std.Details[i])
+			got, gerr := appendDetail([]byte("x"), &std.Details[i])
+			if (werr == nil) != (gerr == nil) || !bytes.Equal(got[1:], want) || got[0] != 'x' {
+				t.Fatalf("detail %d encoded differently:\n got %s (%v)\nwant %s (%v)", i, got, gerr, want, werr)
+			}
 		}
 	})
 }

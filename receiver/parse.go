@@ -48,6 +48,7 @@ func ParseEvents(route string, body []byte, credentialKeys []string, receivedAt 
 	if err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
 	}
+	req.release() // the events do not refer to the encoded details
 	return req.events, nil
 }
 
@@ -378,7 +379,8 @@ func (t *topLevel) credential(key string) (string, bool) {
 type request struct {
 	events  []*miitel.Event
 	details [][]byte
-	payload []byte // JSON of the additional payload; nil when there is none
+	payload []byte    // JSON of the additional payload; nil when there is none
+	buffers []*[]byte // pooled, holding details (release)
 }
 
 // parse decodes and validates the call and builds one event per detail, its dedupe key
@@ -425,7 +427,8 @@ func (t *topLevel) parse(route string, credentialKeys []string, receivedAt time.
 		return nil, fmt.Errorf("receiver: encode payload: %w", err)
 	}
 	payloadHash := hashPayload(payloadJSON, call.TenantCode)
-	req := &request{events: make([]*miitel.Event, len(call.Details)), details: make([][]byte, len(call.Details))}
+	req := &request{events: make([]*miitel.Event, len(call.Details)), details: make([][]byte, len(call.Details)),
+		buffers: make([]*[]byte, 0, len(call.Details))}
 	if len(payload) > 0 {
 		req.payload = payloadJSON
 	}
@@ -435,14 +438,26 @@ func (t *topLevel) parse(route string, credentialKeys []string, receivedAt time.
 			Route: route, CallID: call.ID, TenantCode: call.TenantCode, Kind: miitel.Classify(d),
 			ReceivedAt: receivedAt, Detail: *d, Payload: payload,
 		}
-		b, err := json.Marshal(d)
+		buf := getDetailBuffer()
+		req.buffers = append(req.buffers, buf)
+		b, err := appendDetail((*buf)[:0], d)
+		*buf = b
 		if err != nil {
+			req.release()
 			return nil, fmt.Errorf("receiver: encode detail: %w", err)
 		}
 		ev.DedupeKey = dedupeKey(route, call.ID, ev.Kind, d.ID, b, payloadHash)
 		req.events[i], req.details[i] = ev, b
 	}
 	return req, nil
+}
+
+// release returns the details' buffers for reuse; req.details must not be used after it.
+func (req *request) release() {
+	for _, b := range req.buffers {
+		putDetailBuffer(b)
+	}
+	req.buffers, req.details = nil, nil
 }
 
 // checkCall checks what the worker cannot do without: a call id and tenant, and per detail
