@@ -555,9 +555,26 @@ func jsonKind(goType string) string {
 	}
 }
 
+// plainString reports whether s, the inside of a JSON string, needs no decoding: no
+// escapes, quotes or control characters (UTF-8 was checked by checkText).
+func plainString(s []byte) bool {
+	for _, c := range s {
+		if c < 0x20 || c == '\\' || c == '"' {
+			return false
+		}
+	}
+	return true
+}
+
 func isNull(raw []byte) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
 
 func decodeAny(raw []byte) (any, error) {
+	// A string without escapes (a payload credential, a team name) is its bytes: no
+	// decoder needed. Its closing quote is the split's; control characters still go to
+	// the decoder, which refuses them.
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
+		return string(raw[1 : len(raw)-1]), nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any

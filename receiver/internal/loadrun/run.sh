@@ -133,7 +133,7 @@ echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 # cpu_us_per_req: the server's CPU time over the requests it answered, the figure that
 # depends least on what else the machine runs (the floor has no server process: "-").
 echo "# medians (scenario variant req/s p50 p99 peak_rss_mb cpu_us_per_req):"
-awk -F'\t' 'NR>1 && $1 !~ /^#/ {
+awk -F'\t' '$1 != "scenario" && $1 !~ /^#/ {
     k=$1" "$2; match($5, /"req_per_s":[0-9.]+/); r=substr($5, RSTART+12, RLENGTH-12)
     match($5, /"p50_ms":[0-9.]+/); p5=substr($5, RSTART+9, RLENGTH-9)
     match($5, /"p99_ms":[0-9.]+/); p9=substr($5, RSTART+9, RLENGTH-9)
