@@ -29,9 +29,8 @@ import (
 //
 // Each detail is encoded by sonic too (about twice as fast), into a pooled buffer. Its
 // bytes must be json.Marshal's exactly: they are the task payload and the dedupe key, so a
-// re-send across an upgrade must encode alike. sonic's encoding differs in one known way,
-// \u0008 and \u000c where encoding/json writes \b and \f; output containing either is
-// encoded again by encoding/json.
+// re-send across an upgrade must encode alike; output sonic may spell differently is
+// encoded again by encoding/json (appendDetail).
 var callDecoder = sonic.Config{ValidateString: true}.Froze()
 
 // decodeCall decodes raw into c. Decoded strings may share memory with raw (sonic refers
@@ -46,25 +45,44 @@ func decodeCall(raw []byte, c *miitel.Call) error {
 }
 
 // appendDetail appends json.Marshal(d)'s bytes to buf.
+//
+// sonic encodes without EscapeHTML: with it, sonic escapes in a second pass into a new
+// buffer, which would defeat the pooled one. Output holding a byte that json.Marshal would
+// have escaped (<, >, &, U+2028, U+2029) is rare in call data and is encoded again by
+// encoding/json, like output with sonic's \u0008 and \u000c.
 func appendDetail(buf []byte, d *miitel.Detail) ([]byte, error) {
 	start := len(buf)
-	// EscapeHTML: json.Marshal escapes <, > and & (and U+2028, U+2029).
-	if err := encoder.EncodeInto(&buf, d, encoder.EscapeHTML); err == nil {
-		out := buf[start:]
-		if !bytes.Contains(out, []byte(`\u0008`)) && !bytes.Contains(out, []byte(`\u000c`)) {
-			return buf, nil
-		}
+	if err := encoder.EncodeInto(&buf, d, 0); err == nil && !needsStdEncoding(buf[start:]) {
+		return buf, nil
 	}
 	b, err := json.Marshal(d)
 	return append(buf[:start], b...), err
 }
 
+// needsStdEncoding reports whether sonic's output for a detail may differ from
+// json.Marshal's: characters encoding/json escapes and sonic (without EscapeHTML) does
+// not, or control-character escapes the two spell differently.
+func needsStdEncoding(out []byte) bool {
+	for i, c := range out {
+		switch c {
+		case '<', '>', '&':
+			return true
+		case 0xe2: // U+2028 and U+2029 are E2 80 A8 and E2 80 A9
+			if i+2 < len(out) && out[i+1] == 0x80 && (out[i+2] == 0xa8 || out[i+2] == 0xa9) {
+				return true
+			}
+		}
+	}
+	return bytes.Contains(out, []byte(`\u0008`)) || bytes.Contains(out, []byte(`\u000c`))
+}
+
 // detailBuffers hold encoded details until their request's tasks are enqueued.
 var detailBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// maxPooledDetail bounds the buffers kept for reuse: one 10 MiB transcript must not stay
-// in the pool after its request.
-const maxPooledDetail = 1 << 20
+// maxPooledDetail bounds the buffers kept for reuse: a seed-sized detail (a few KB) is
+// the common case; a 270 KB or 10 MiB transcript's buffer must not stay in the pool, where
+// it would hold memory the in-flight budget no longer counts.
+const maxPooledDetail = 64 << 10
 
 func getDetailBuffer() *[]byte { return detailBuffers.Get().(*[]byte) }
 

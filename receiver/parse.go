@@ -440,7 +440,9 @@ func (t *topLevel) parse(route string, credentialKeys []string, receivedAt time.
 		}
 		buf := getDetailBuffer()
 		req.buffers = append(req.buffers, buf)
-		b, err := appendDetail((*buf)[:0], d)
+		// A detail encodes to about its share of the call's bytes (plus nulls for absent
+		// keys): grown once, a 10 MiB transcript is not copied through every doubling.
+		b, err := appendDetail(slices.Grow((*buf)[:0], len(t.call)/len(call.Details)+1024), d)
 		*buf = b
 		if err != nil {
 			req.release()
