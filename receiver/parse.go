@@ -34,6 +34,7 @@ const maxDetails = 1000
 // these, so an admin sees what production makes of a payload, or the 400 it would get.
 // credentialKeys are the route's payload-credential keys, left out of each event's payload.
 func ParseEvents(route string, body []byte, credentialKeys []string, receivedAt time.Time) ([]*miitel.Event, error) {
+	body = bytes.Clone(body) // the events' strings may share the body's memory (decodeCall)
 	top, err := splitTop(body)
 	if err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
@@ -47,6 +48,7 @@ func ParseEvents(route string, body []byte, credentialKeys []string, receivedAt 
 	if err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
 	}
+	req.release() // the events do not refer to the encoded details
 	return req.events, nil
 }
 
@@ -122,6 +124,9 @@ func splitTop(body []byte) (*topLevel, error) {
 	}
 	if err := checkText(body); err != nil {
 		return nil, err
+	}
+	if !validEscapes(body) {
+		return nil, malformedAt(body, "")
 	}
 	t := &topLevel{body: body}
 	i := skipSpace(body, 0)
@@ -374,7 +379,8 @@ func (t *topLevel) credential(key string) (string, bool) {
 type request struct {
 	events  []*miitel.Event
 	details [][]byte
-	payload []byte // JSON of the additional payload; nil when there is none
+	payload []byte    // JSON of the additional payload; nil when there is none
+	buffers []*[]byte // pooled, holding details (release)
 }
 
 // parse decodes and validates the call and builds one event per detail, its dedupe key
@@ -395,7 +401,7 @@ func (t *topLevel) parse(route string, credentialKeys []string, receivedAt time.
 		return nil, invalidf("call is required")
 	}
 	var call miitel.Call
-	if err := json.Unmarshal(t.call, &call); err != nil {
+	if err := decodeCall(t.call, &call); err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			return nil, malformedAt(t.body, "")
@@ -421,7 +427,8 @@ func (t *topLevel) parse(route string, credentialKeys []string, receivedAt time.
 		return nil, fmt.Errorf("receiver: encode payload: %w", err)
 	}
 	payloadHash := hashPayload(payloadJSON, call.TenantCode)
-	req := &request{events: make([]*miitel.Event, len(call.Details)), details: make([][]byte, len(call.Details))}
+	req := &request{events: make([]*miitel.Event, len(call.Details)), details: make([][]byte, len(call.Details)),
+		buffers: make([]*[]byte, 0, len(call.Details))}
 	if len(payload) > 0 {
 		req.payload = payloadJSON
 	}
@@ -431,14 +438,28 @@ func (t *topLevel) parse(route string, credentialKeys []string, receivedAt time.
 			Route: route, CallID: call.ID, TenantCode: call.TenantCode, Kind: miitel.Classify(d),
 			ReceivedAt: receivedAt, Detail: *d, Payload: payload,
 		}
-		b, err := json.Marshal(d)
+		buf := getDetailBuffer()
+		req.buffers = append(req.buffers, buf)
+		// A detail encodes to about its share of the call's bytes (plus nulls for absent
+		// keys): grown once, a 10 MiB transcript is not copied through every doubling.
+		b, err := appendDetail(slices.Grow((*buf)[:0], len(t.call)/len(call.Details)+1024), d)
+		*buf = b
 		if err != nil {
+			req.release()
 			return nil, fmt.Errorf("receiver: encode detail: %w", err)
 		}
 		ev.DedupeKey = dedupeKey(route, call.ID, ev.Kind, d.ID, b, payloadHash)
 		req.events[i], req.details[i] = ev, b
 	}
 	return req, nil
+}
+
+// release returns the details' buffers for reuse; req.details must not be used after it.
+func (req *request) release() {
+	for _, b := range req.buffers {
+		putDetailBuffer(b)
+	}
+	req.buffers, req.details = nil, nil
 }
 
 // checkCall checks what the worker cannot do without: a call id and tenant, and per detail
@@ -536,9 +557,26 @@ func jsonKind(goType string) string {
 	}
 }
 
+// plainString reports whether s, the inside of a JSON string, needs no decoding: no
+// escapes, quotes or control characters (UTF-8 was checked by checkText).
+func plainString(s []byte) bool {
+	for _, c := range s {
+		if c < 0x20 || c == '\\' || c == '"' {
+			return false
+		}
+	}
+	return true
+}
+
 func isNull(raw []byte) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
 
 func decodeAny(raw []byte) (any, error) {
+	// A string without escapes (a payload credential, a team name) is its bytes: no
+	// decoder needed. Its closing quote is the split's; control characters still go to
+	// the decoder, which refuses them.
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
+		return string(raw[1 : len(raw)-1]), nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
@@ -628,6 +666,34 @@ func checkText(body []byte) error {
 			return loneSurrogate(body, i)
 		}
 		i += 6
+	}
+}
+
+// validEscapes reports whether every backslash in body starts a JSON escape (\", \\, \/,
+// \b, \f, \n, \r, \t or \u and four hex digits). A backslash is valid JSON only there,
+// and the fast decoder (decodeCall) does not check the escapes of values it skips; this
+// check makes it as strict as encoding/json. It costs one IndexByte walk over backslashes.
+func validEscapes(body []byte) bool {
+	for i := 0; ; {
+		j := bytes.IndexByte(body[i:], '\\')
+		if j < 0 {
+			return true
+		}
+		i += j
+		if i+1 >= len(body) {
+			return false
+		}
+		switch body[i+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			i += 2
+		case 'u':
+			if _, ok := hex4(body, i+2); !ok {
+				return false
+			}
+			i += 6
+		default:
+			return false
+		}
 	}
 }
 

@@ -148,3 +148,30 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestParseSkippedValuesStrict: values the typed decode skips (keys the types do not know)
+// are as strictly checked as with encoding/json, whose message (and offset) the 400 carries.
+// The fast decoder does not check escapes of values it skips (decodeCall, validEscapes).
+func TestParseSkippedValuesStrict(t *testing.T) {
+	const d = `"id":"d1","call_type":"OUTGOING_CALL"`
+	for _, tc := range []struct{ body, want string }{
+		{`{"call":{"id":"c","tenant_code":"t","x":"\0","details":[{` + d + `}]}}`,
+			`malformed JSON at byte 43: invalid character '0' in string escape code`},
+		{`{"call":{"id":"c","tenant_code":"t","details":[{` + d + `,"new":["\u12G4"]}]}}`,
+			`malformed JSON at byte 99: invalid character 'G' in \u hexadecimal character escape`},
+		{"{\"call\":{\"id\":\"c\",\"tenant_code\":\"t\",\"details\":[{" + d + ",\"new\":{\"a\":\"\x01\"}}]}}",
+			`malformed JSON at byte 99: invalid character '\x01' in string literal`},
+		{`{"call":{"id":"c","tenant_code":"t","details":[{` + d + `,"new":[1,2,]}]}}`,
+			`malformed JSON at byte 98: invalid character ']' looking for beginning of value`},
+		{`{"call":{"id":"c","tenant_code":"t","details":[{` + d + `,"new":01}]}}`,
+			`malformed JSON at byte 94: invalid character '1' after object key:value pair`},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			_, err := parseBody([]byte(tc.body), nil)
+			var ie *invalidError
+			if !errors.As(err, &ie) || ie.code != "malformed_json" || ie.msg != tc.want {
+				t.Fatalf("got %v, want malformed_json %q", err, tc.want)
+			}
+		})
+	}
+}
