@@ -92,8 +92,10 @@ func TestStartupConfigDumpIsReadable(t *testing.T) {
 // sample to the default route; the call lands in the dry run's output, and the log says
 // the contact was assumed (the dry run asks no CRM), not found.
 func TestREADMETwoCommands(t *testing.T) {
-	addr := freeAddr(t)
-	getenv := envOf(map[string]string{"MCS_SERVER_LISTEN": addr}) // the README's :8080 may be taken here
+	addrs := freeAddrs(t, 2)
+	addr := addrs[0]
+	// The README's :8080 and the ops listener's :9090 may be taken on a shared machine.
+	getenv := envOf(map[string]string{"MCS_SERVER_LISTEN": addr, "MCS_OPS_LISTEN": addrs[1]})
 	out, logs := &lockedBuffer{}, &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
