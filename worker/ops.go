@@ -110,6 +110,19 @@ func NewOps(o OpsOptions) (*Ops, error) {
 	mux.Handle("GET /metrics", metrics)
 	if o.Admin != nil {
 		mux.Handle("/admin/", o.Admin)
+	} else {
+		// No admin credential is configured: nobody may call the API. Say so with the 401
+		// the docs promise, not a bare 404 that reads as a wrong path or a missing feature.
+		mux.HandleFunc("/admin/", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="miitel-crm-sync admin"`)
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(map[string]map[string]string{"error": {
+				"code":    "no_admin_credentials",
+				"message": "the admin API has no credential configured, so nobody may call it: add admin.tokens or admin.basic",
+			}})
+		})
 	}
 	if o.Pprof {
 		// Profiles expose memory contents and cost CPU: read_write admins only.

@@ -46,6 +46,9 @@ func TestOpsProbesAndMetrics(t *testing.T) {
 		{"/metrics", true, http.StatusOK, "mcs_test_total 0"},
 		{"/healthz", false, http.StatusOK, "ok"},
 		{"/readyz", false, http.StatusServiceUnavailable, `{"status":"unavailable","error":"redis unreachable","checks":[`},
+		// No admin credential configured: 401 saying why, not a bare 404.
+		{"/admin/calls/x", false, http.StatusUnauthorized, `"code":"no_admin_credentials"`},
+		{"/admin/queues/", false, http.StatusUnauthorized, "add admin.tokens or admin.basic"},
 	}
 	for _, tt := range tests { // in order: Redis is stopped before the first case without it
 		if !tt.redis {

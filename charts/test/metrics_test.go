@@ -547,11 +547,11 @@ func TestAlertsSayWhatToDo(t *testing.T) {
 		desc  []string // substrings of the description
 	}{
 		{"MiitelCrmSyncDeadLetterTrimmed", []string{"increase(mcs_deadletter_trimmed_total{", "sum by (reason)", "> 0"},
-			[]string{"$labels.reason", "cannot be replayed", "miitel-crm-sync replay list --config /etc/miitel-crm-sync/config.yaml", "config.dead_letter"}},
+			[]string{"$labels.reason", "cannot be replayed", "miitel-crm-sync replay --config /etc/miitel-crm-sync/config.yaml --all --list", "config.dead_letter"}},
 		{"MiitelCrmSyncConnectionCheckFailing", []string{"mcs_crm_check{", "== 0", "by (connection, check)"},
 			[]string{"$labels.check", "$labels.connection", "miitel-crm-sync check --config /etc/miitel-crm-sync/config.yaml", "fix", "worker.check_interval"}},
 		{"MiitelCrmSyncDeadLetterGrowing", []string{`outcome="dead"`},
-			[]string{"miitel-crm-sync replay list --config /etc/miitel-crm-sync/config.yaml --since 30m", "--route", "--error-code", "miitel-crm-sync status --config /etc/miitel-crm-sync/config.yaml CALL_ID", "--dry-run"}},
+			[]string{"miitel-crm-sync replay --config /etc/miitel-crm-sync/config.yaml --since 30m --list", "--route", "--code", "--since 30m --dry-run", "miitel-crm-sync status --config /etc/miitel-crm-sync/config.yaml CALL_ID", "--dry-run"}},
 	}
 	for _, tt := range tests {
 		rule, ok := rules[tt.alert]

@@ -307,7 +307,7 @@ func TestNotesTellHowToOperate(t *testing.T) {
 		"kubectl -n crm port-forward svc/" + fullname + "-worker-ops 9090:9090",
 		"localhost:9090/admin/queues/",
 		"/miitel-crm-sync status --config /etc/miitel-crm-sync/config.yaml <call or detail id>",
-		"/miitel-crm-sync replay --config /etc/miitel-crm-sync/config.yaml list",
+		"/miitel-crm-sync replay --config /etc/miitel-crm-sync/config.yaml --since 1h --list",
 		"/miitel-crm-sync check --config /etc/miitel-crm-sync/config.yaml",
 		"app.kubernetes.io/instance=mcs,app.kubernetes.io/component=worker",
 		"admin lists no credential, so the admin API answers 401 to everyone",

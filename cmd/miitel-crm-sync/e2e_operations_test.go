@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -136,9 +137,10 @@ func TestE2EStatusReplayAndBackfill(t *testing.T) {
 		t.Errorf("status of the parked call:\n%s", out)
 	}
 	code, out, _ = status(dead)
-	if code != 0 || !strings.Contains(out, "state:     dead") || !strings.Contains(out, "FIELD_CUSTOM_VALIDATION_EXCEPTION") || !strings.Contains(out, "replay run --detail") {
+	if code != 0 || !strings.Contains(out, "state:     dead") || !strings.Contains(out, "FIELD_CUSTOM_VALIDATION_EXCEPTION") {
 		t.Errorf("status of the dead call:\n%s", out)
 	}
+	deadStatus := out
 	code, _, stderr = status(never)
 	if code != 1 || !strings.Contains(stderr, "MiiTel has not sent this call") {
 		t.Errorf("status of a call MiiTel never sent: exit %d\n%s", code, stderr)
@@ -156,6 +158,15 @@ func TestE2EStatusReplayAndBackfill(t *testing.T) {
 		return runCLI(t, s.getenv, append([]string{"replay", "--config", s.cfgPath}, args...)...)
 	}
 	before := s.sf.Count("collection")
+	// The command status prints for a dead call works as printed: a dry run of that call.
+	hint := regexp.MustCompile("`miitel-crm-sync replay ([^`]*)`").FindStringSubmatch(deadStatus)
+	if hint == nil {
+		t.Fatalf("status of the dead call names no replay command:\n%s", deadStatus)
+	}
+	code, out, stderr = replayCLI(strings.Fields(hint[1])...)
+	if code != 0 || !strings.Contains(out, dead+"-d") || !strings.Contains(out, "would_send") || !strings.Contains(out, "1 selected") {
+		t.Errorf("status's hint %q: exit %d\n%s%s", hint[0], code, out, stderr)
+	}
 	code, out, stderr = replayCLI("--class", "permanent", "--dry-run")
 	if code != 0 || !strings.Contains(out, dead+"-d") || !strings.Contains(out, "would_send") || !strings.Contains(out, "dry run, nothing sent") {
 		t.Errorf("replay --dry-run: exit %d\n%s%s", code, out, stderr)
@@ -190,6 +201,13 @@ func TestE2EStatusReplayAndBackfill(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "calls.jsonl")
 	if err := os.WriteFile(file, []byte(lines), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	code, out, _ = replayCLI("--from-file", file, "--route", salesforceRoute, "--dry-run")
+	if code != 0 || !strings.Contains(out, "dry run, nothing queued: 3 line(s), 1 call detail(s) pass") || !strings.Contains(out, "1 invalid line(s)") || !strings.Contains(out, "line 3:") {
+		t.Errorf("backfill --dry-run:\n%s", out)
+	}
+	if st := s.callState(t, "op-backfill"); st != "" {
+		t.Errorf("a backfill dry run queued the call: state %q", st)
 	}
 	code, out, _ = replayCLI("--from-file", file, "--route", salesforceRoute)
 	if code != 0 || !strings.Contains(out, "queued 1, 0 duplicate(s)") || !strings.Contains(out, "1 challenge(s) skipped, 1 invalid line(s)") || !strings.Contains(out, "line 3:") {

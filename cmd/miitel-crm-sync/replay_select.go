@@ -160,12 +160,15 @@ func (o *replayOptions) backfill(ctx context.Context, cfg *config.Config, ops *o
 			return jerr
 		}
 	} else {
-		verb := "queued"
 		if sum.DryRun {
-			verb = "would queue (dry run)"
+			// A dry run only parses and checks: it asks no dedupe key, so it cannot say how
+			// many would be queued rather than dropped as duplicates.
+			fmt.Fprintf(o.env.stdout, "dry run, nothing queued: %d line(s), %d call detail(s) pass the receiver's checks, %d challenge(s) skipped, %d invalid line(s)\n",
+				sum.Lines, sum.Events, sum.Challenges, sum.Invalid)
+		} else {
+			fmt.Fprintf(o.env.stdout, "%d line(s), %d call detail(s): queued %d, %d duplicate(s) (already queued or delivered), %d challenge(s) skipped, %d invalid line(s)\n",
+				sum.Lines, sum.Events, sum.Queued, sum.Duplicates, sum.Challenges, sum.Invalid)
 		}
-		fmt.Fprintf(o.env.stdout, "%d line(s), %d call detail(s): %s %d, %d duplicate(s) (already queued or delivered), %d challenge(s) skipped, %d invalid line(s)\n",
-			sum.Lines, sum.Events, verb, sum.Queued, sum.Duplicates, sum.Challenges, sum.Invalid)
 		for _, le := range sum.Errors {
 			fmt.Fprintf(o.env.stdout, "  line %d: %s\n", le.Line, le.Error)
 		}

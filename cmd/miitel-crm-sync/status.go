@@ -160,7 +160,9 @@ func describeCall(w io.Writer, s *callstatus.Status, loc *time.Location) {
 	case callstatus.Parked:
 		fmt.Fprintf(w, "             the CRM connection is broken; the call waits (no attempt is used) until an admin fixes it (see `miitel-crm-sync check`)\n")
 	case callstatus.Dead:
-		fmt.Fprintf(w, "             in the dead letter: fix the cause, then `miitel-crm-sync replay run --detail %s`\n", s.DetailID)
+		// The selector form of replay (our dead letter), not `replay run`, which takes
+		// asynq task ids and has no --detail.
+		fmt.Fprintf(w, "             in the dead letter: fix the cause, check with `miitel-crm-sync replay --detail %s --dry-run`, then run it without --dry-run\n", s.DetailID)
 	case callstatus.Skipped:
 		fmt.Fprintf(w, "             skipped by the mapping: %s\n", s.SkipReason)
 	}
@@ -169,7 +171,11 @@ func describeCall(w io.Writer, s *callstatus.Status, loc *time.Location) {
 		if c.Created {
 			verb = "created"
 		}
-		fmt.Fprintf(w, "  CRM:       %s %s %s on %s at %s (mapping %s)\n", c.Object, c.ID, verb, c.Connection, clock(c.DeliveredAt, loc), c.MappingVersion)
+		on := c.Connection
+		if on == "" { // a route with no connection: the dry-run connector wrote nothing
+			on = "the dry run (nothing written)"
+		}
+		fmt.Fprintf(w, "  CRM:       %s %s %s on %s at %s (mapping %s)\n", c.Object, c.ID, verb, on, clock(c.DeliveredAt, loc), c.MappingVersion)
 		if c.URL != "" {
 			fmt.Fprintf(w, "             %s\n", c.URL)
 		}
