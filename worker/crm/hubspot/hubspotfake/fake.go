@@ -39,6 +39,12 @@ type Options struct {
 	SearchPerSecond int
 	// Daily is the daily allowance reported in headers (default 250000).
 	Daily int
+	// TakenUniqueRefusesBatch makes a batch create whose input carries a value a unique
+	// property already holds refuse the whole request (409 CONFLICT, nothing written)
+	// instead of that input alone in a 207. HubSpot documents per-input answers for traced
+	// inputs (the default here) but not this case specifically; the connector copes with
+	// either.
+	TakenUniqueRefusesBatch bool
 	// CountryCode is stripped from +E.164 phone numbers to compute the searchable phone
 	// properties (default "81").
 	CountryCode string

@@ -157,7 +157,7 @@ func (s *Server) validateCallProps(props map[string]string, create bool, selfID 
 		if unique := s.callProps[k]; unique {
 			for id, c := range s.calls {
 				if id != selfID && c.Properties[k] == v {
-					errs = append(errs, propError{k, "DUPLICATE_UNIQUE_VALUE", fmt.Sprintf("A call with %s=%q already exists: %s", k, v, id)})
+					errs = append(errs, propError{k, "DUPLICATE_UNIQUE_VALUE", fmt.Sprintf("%q already has that value (call %s)", v, id)})
 				}
 			}
 		}
