@@ -79,6 +79,7 @@ type Server struct {
 
 	mu            sync.Mutex
 	calls         map[string]*Object
+	callsBy       map[string]map[string]bool // property "\x00" value -> ids of the calls holding it
 	contacts      map[string]*Object
 	owners        map[string]string // id -> email
 	callProps     map[string]bool   // custom call properties -> hasUniqueValue
@@ -121,7 +122,7 @@ func New(t testing.TB, o Options) *Server {
 		o.CountryCode = "81"
 	}
 	s := &Server{
-		o: o, calls: map[string]*Object{}, contacts: map[string]*Object{}, owners: map[string]string{},
+		o: o, calls: map[string]*Object{}, callsBy: map[string]map[string]bool{}, contacts: map[string]*Object{}, owners: map[string]string{},
 		callProps: map[string]bool{}, dispositions: map[string]bool{}, privateApps: map[string]bool{},
 		access: map[string]time.Time{}, refresh: map[string]bool{}, codes: map[string]string{}, nextID: 1000,
 	}
