@@ -16,7 +16,9 @@ import (
 // crm.Batcher, which groups what concurrent deliveries submit into one HubSpot batch request
 // and answers each delivery for its own input:
 //
-//   - calls upserted by the unique property: POST .../calls/batch/upsert;
+//   - with the unique property (unique.go): batch/create for first events (the unique
+//     property set, the contact association inline), batch/upsert by it for later events
+//     and for a first event whose call exists already;
 //   - calls without one, through the crm.IDMap protocol: batch/create for new calls (with
 //     their contact association inline) and batch/update for known ones;
 //   - call -> contact associations made after an upsert or a changed contact: v4
@@ -95,7 +97,9 @@ func (c *Connector) newBatchers(ctx context.Context) {
 			return UpsertCallInput(c.unique, it.key, it.props, trace)
 		},
 		created: func(newFlag bool) bool { return newFlag }})
-	c.creates = writer(batchOp{op: "hubspot: create calls", path: PathBatchCreate,
+	// Creates are deduplicated too: with the unique property, two creates of one call in
+	// one request would be refused together; apart, the second is refused as existing.
+	c.creates = writer(batchOp{op: "hubspot: create calls", path: PathBatchCreate, dedupe: true,
 		input: func(it *writeItem, trace string) map[string]any {
 			return CreateCallInput(it.props, it.contact, trace)
 		},

@@ -268,6 +268,7 @@ func (c *Connector) checkRecordKey(ctx context.Context, line lineFunc) crm.Check
 		return line(crm.CheckRecordKey, crm.CheckFail, problem, fix)
 	}
 	c.recordKeyFound()
+	c.key.set(true, time.Now())
 	return line(crm.CheckRecordKey, crm.CheckPass, "call property "+c.unique+" exists with unique values", "")
 }
 
@@ -320,6 +321,9 @@ func (c *Connector) recordKeyOutcome(ctx context.Context, err error) error {
 		return err
 	}
 	problem, fix, perr := c.keyProblem(ctx)
+	// Until the property is confirmed unique again, first events are upserted (and refused
+	// alike) rather than created.
+	c.key.set(perr == nil && problem == "", time.Now())
 	switch {
 	case perr == nil && problem == "":
 		// The property is there and unique after all (created a moment ago): retry.

@@ -269,6 +269,11 @@ func TestNonUniquePropertyBreaksUntilChecked(t *testing.T) {
 	if crm.ClassOf(err) != crm.Broken || !strings.Contains(err.Error(), "hasUniqueValue is false") {
 		t.Fatalf("err = %v, want Broken saying the property is not unique", err)
 	}
+	// A create carrying a property without unique values would go through and could
+	// duplicate a call: first events are created only once the property is confirmed.
+	if n := e.fake.Count("POST /crm/v3/objects/calls/batch/create"); n != 0 || len(e.fake.Calls()) != 0 {
+		t.Fatalf("%d creates, %d calls written by a property without unique values", n, len(e.fake.Calls()))
+	}
 	e.fake.DefineCallProperty(uniqueProp, true)
 	if r := checkLines(t, c, crm.CheckOptions{})["record_key"]; r.Status != crm.CheckPass {
 		t.Fatalf("record_key = %+v", r)

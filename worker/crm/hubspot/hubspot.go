@@ -3,8 +3,9 @@
 // the contact found by phone number.
 //
 // Exactly one call per MiiTel detail: with a unique call property configured
-// (config hubspot.unique_property, created with hasUniqueValue: true) calls are upserted by
-// it; otherwise the crm.IDMap protocol (pending marker before create, search by
+// (config hubspot.unique_property, created with hasUniqueValue: true) HubSpot enforces it:
+// first events are created with it set (a taken value is refused, and that call upserted
+// by it), later ones upserted by it (unique.go); otherwise the crm.IDMap protocol (pending marker before create, search by
 // hs_call_external_id after a crash) keeps the MiiTel-id -> HubSpot-id map. Requests go
 // through the shared crm stack: per-connection rate limit (10-second budget, search 5/s),
 // the shared OAuth2 token (or a private-app token), and error classification.
@@ -67,6 +68,11 @@ type Connector struct {
 	limiter *crm.RateLimiter
 	m       *crm.Metrics
 	owners  singleflight.Group
+
+	// key: whether the unique property is confirmed unique (unique.go); keyReads shares one
+	// read of it among concurrent deliveries.
+	key      uniqueKey
+	keyReads singleflight.Group
 
 	// batch shapes the batches (batch.go); the batchers run on the connector's context.
 	batch                     config.Batch
@@ -301,7 +307,7 @@ func (c *Connector) Deliver(ctx context.Context, rec *mappers.Record) (crm.Resul
 		return res, err
 	}
 	if c.unique != "" {
-		res.ID, res.Created, err = c.upsertUnique(ctx, rec, props, res.ContactID)
+		res.ID, res.Created, err = c.upsertUnique(ctx, rec.ExternalID.Value, props, res.ContactID)
 		err = c.recordKeyOutcome(ctx, err)
 	} else {
 		res.ID, res.Created, err = c.upsertMapped(ctx, rec, props, res.ContactID)
@@ -384,34 +390,6 @@ func (c *Connector) contact(ctx context.Context, l *mappers.ContactLookup) (stri
 		}
 		return "", nil
 	})
-}
-
-// upsertUnique upserts by the unique property. The id map remembers that the call exists, so
-// create-only fields are sent on the first write only, and the contact association is added
-// when it is new.
-func (c *Connector) upsertUnique(ctx context.Context, rec *mappers.Record, props Properties, contact string) (string, bool, error) {
-	entry, known, err := c.ids.Get(ctx, "calls", rec.ExternalID.Value)
-	if err != nil {
-		return "", false, &crm.Error{Class: crm.Transient, Op: "hubspot: id map", Err: err}
-	}
-	send := props.All()
-	if known && entry.ID != "" {
-		send = props.Always
-	}
-	out, err := c.upserts.Do(ctx, &writeItem{key: rec.ExternalID.Value, props: send})
-	if err != nil {
-		return "", false, err
-	}
-	id, created := out.id, out.created
-	if contact != "" && entry.Contact != contact {
-		if _, err := c.assocs.Do(ctx, assocItem{call: id, contact: contact}); err != nil {
-			return "", false, err
-		}
-	}
-	if err := c.ids.Put(ctx, "calls", rec.ExternalID.Value, crm.IDEntry{ID: id, Contact: cmp.Or(contact, entry.Contact)}); err != nil {
-		c.log.Warn("hubspot: could not record the call id; the next event re-sends create-only fields", "error", err.Error())
-	}
-	return id, created, nil
 }
 
 // upsertMapped writes through the id map protocol (crm.IDMap).

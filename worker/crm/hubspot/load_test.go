@@ -44,6 +44,7 @@ func TestLoadWorker(t *testing.T) {
 	type sample struct {
 		requests, searches, writes, assocs, throttled int
 		drain, floor                                  time.Duration
+		routes                                        map[string]int
 	}
 	run := func() sample {
 		e := newEnv(t)
@@ -89,8 +90,10 @@ func TestLoadWorker(t *testing.T) {
 		if got := len(e.fake.Calls()); got != n {
 			t.Fatalf("%d calls in HubSpot, want %d", got, n)
 		}
+		s.routes = map[string]int{}
 		for _, r := range e.fake.Requests() {
 			s.requests++
+			s.routes[r.Route]++
 			switch r.Route {
 			case "POST /crm/v3/objects/contacts/search", "POST /crm/v3/objects/calls/search":
 				s.searches++
@@ -112,6 +115,7 @@ func TestLoadWorker(t *testing.T) {
 		t.Logf("round %d: %d calls, %d numbers: %d requests (%d writes, %d associations, %d searches, %d other); %.1fx fewer than one per call; drain %v, floor %v, ratio %.3f; %d throttled deliveries re-run",
 			round+1, n, numbers, s.requests, s.writes, s.assocs, s.searches, s.requests-s.writes-s.assocs-s.searches,
 			float64(n)/float64(s.requests), s.drain.Round(10*time.Millisecond), s.floor, ratio(s.drain, s.floor), s.throttled)
+		t.Logf("round %d: requests by route: %v", round+1, s.routes)
 	}
 	med := func(f func(sample) float64) float64 {
 		v := make([]float64, len(samples))

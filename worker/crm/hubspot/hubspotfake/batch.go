@@ -19,6 +19,9 @@ import (
 //     carries a distinct objectWriteTraceId (errors[] name it in context.objectWriteTraceId);
 //     without them a batch is all or nothing: the first failure is a 400 and nothing is
 //     written;
+//   - a create whose input carries a value a unique property already holds (or one that
+//     appears twice in the request) is refused like any invalid input: alone in a 207 when
+//     traced (Options.TakenUniqueRefusesBatch: a 409 for the whole request);
 //   - results carry each input's objectWriteTraceId.
 
 // MaxBatchInputs is the most inputs of a calls batch request.
@@ -218,6 +221,10 @@ func (s *Server) batchCreate(w http.ResponseWriter, r *http.Request, body []byte
 				}
 				batchUnique[k+"\x00"+v] = true
 			}
+		}
+		if s.o.TakenUniqueRefusesBatch && slices.ContainsFunc(errs, func(e propError) bool { return e.Code == "DUPLICATE_UNIQUE_VALUE" }) {
+			writeError(w, http.StatusConflict, "CONFLICT", propErrorMessage(errs), propErrorDetails(errs))
+			return
 		}
 		if len(errs) > 0 {
 			out.fail(item.ObjectWriteTraceID, invalid(errs))

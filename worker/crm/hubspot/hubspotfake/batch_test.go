@@ -110,3 +110,28 @@ func TestBatchMultiStatus(t *testing.T) {
 		t.Errorf("association to a missing contact: %d %v, want 207 with its error", status, out)
 	}
 }
+
+// A create carrying a value a unique property holds already is refused, never written: the
+// input alone in a 207 naming the property (its traced neighbour is created), or, with
+// TakenUniqueRefusesBatch, the whole request in a 409 with nothing written.
+func TestBatchCreateRefusesTakenUniqueValue(t *testing.T) {
+	for _, whole := range []bool{false, true} {
+		s := New(t, Options{RequestsPer10s: 1000, TakenUniqueRefusesBatch: whole})
+		s.AddPrivateAppToken("pat")
+		s.DefineCallProperty("miitel_detail_id", true)
+		in := func(v, trace string) string {
+			return fmt.Sprintf(`{"properties":{%s,"miitel_detail_id":"%s"},"objectWriteTraceId":"%s"}`, ts, v, trace)
+		}
+		if status, out, _ := do(t, s, "POST", "/crm/v3/objects/calls/batch/create", "pat", `{"inputs":[`+in("d1", "0")+`]}`); status != 201 {
+			t.Fatalf("first create: %d %v", status, out)
+		}
+		status, out, _ := do(t, s, "POST", "/crm/v3/objects/calls/batch/create", "pat", `{"inputs":[`+in("d1", "0")+`,`+in("d2", "1")+`]}`)
+		errs, _ := out["errors"].([]any)
+		switch {
+		case whole && (status != 409 || out["category"] != "CONFLICT" || !strings.Contains(fmt.Sprint(out["message"]), "miitel_detail_id") || len(s.Calls()) != 1):
+			t.Errorf("whole request: %d %v, %d calls; want 409 CONFLICT naming the property, nothing written", status, out, len(s.Calls()))
+		case !whole && (status != 207 || len(errs) != 1 || !strings.Contains(fmt.Sprint(errs[0]), "miitel_detail_id") || len(s.Calls()) != 2):
+			t.Errorf("per input: %d %v, %d calls; want 207 with the taken value's error naming the property, d2 written", status, out, len(s.Calls()))
+		}
+	}
+}

@@ -39,6 +39,12 @@ type Options struct {
 	SearchPerSecond int
 	// Daily is the daily allowance reported in headers (default 250000).
 	Daily int
+	// TakenUniqueRefusesBatch makes a batch create whose input carries a value a unique
+	// property already holds refuse the whole request (409 CONFLICT, nothing written)
+	// instead of that input alone in a 207. HubSpot documents per-input answers for traced
+	// inputs (the default here) but not this case specifically; the connector copes with
+	// either.
+	TakenUniqueRefusesBatch bool
 	// CountryCode is stripped from +E.164 phone numbers to compute the searchable phone
 	// properties (default "81").
 	CountryCode string
@@ -73,6 +79,7 @@ type Server struct {
 
 	mu            sync.Mutex
 	calls         map[string]*Object
+	callsBy       map[string]map[string]bool // property "\x00" value -> ids of the calls holding it
 	contacts      map[string]*Object
 	owners        map[string]string // id -> email
 	callProps     map[string]bool   // custom call properties -> hasUniqueValue
@@ -115,7 +122,7 @@ func New(t testing.TB, o Options) *Server {
 		o.CountryCode = "81"
 	}
 	s := &Server{
-		o: o, calls: map[string]*Object{}, contacts: map[string]*Object{}, owners: map[string]string{},
+		o: o, calls: map[string]*Object{}, callsBy: map[string]map[string]bool{}, contacts: map[string]*Object{}, owners: map[string]string{},
 		callProps: map[string]bool{}, dispositions: map[string]bool{}, privateApps: map[string]bool{},
 		access: map[string]time.Time{}, refresh: map[string]bool{}, codes: map[string]string{}, nextID: 1000,
 	}

@@ -3,8 +3,10 @@ package hubspotfake
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -155,9 +157,9 @@ func (s *Server) validateCallProps(props map[string]string, create bool, selfID 
 			}
 		}
 		if unique := s.callProps[k]; unique {
-			for id, c := range s.calls {
-				if id != selfID && c.Properties[k] == v {
-					errs = append(errs, propError{k, "DUPLICATE_UNIQUE_VALUE", fmt.Sprintf("A call with %s=%q already exists: %s", k, v, id)})
+			for _, id := range s.callsWith(k, v) {
+				if id != selfID {
+					errs = append(errs, propError{k, "DUPLICATE_UNIQUE_VALUE", fmt.Sprintf("%q already has that value (call %s)", v, id)})
 				}
 			}
 		}
@@ -263,14 +265,42 @@ func (s *Server) storeCall(props map[string]string) *Object {
 	}
 	c := &Object{ID: id, Properties: p, CreatedAt: now, UpdatedAt: now, Writes: 1, indexedAt: now.Add(s.searchLag)}
 	s.calls[id] = c
+	for k, v := range p {
+		s.indexCall(id, k, "", v)
+	}
 	return c
+}
+
+// indexCall moves call id from (k, old) to (k, v) in the lookup by property value, so a
+// unique-value check or an idProperty lookup does not scan every call (a load run holds
+// tens of thousands). Called with mu held.
+func (s *Server) indexCall(id, k, old, v string) {
+	if old != "" {
+		delete(s.callsBy[k+"\x00"+old], id)
+	}
+	if v != "" {
+		key := k + "\x00" + v
+		if s.callsBy[key] == nil {
+			s.callsBy[key] = map[string]bool{}
+		}
+		s.callsBy[key][id] = true
+	}
+}
+
+// callsWith returns the ids of the calls whose property k holds v, in id order.
+func (s *Server) callsWith(k, v string) []string {
+	ids := slices.Collect(maps.Keys(s.callsBy[k+"\x00"+v]))
+	sort.Slice(ids, func(i, j int) bool { return numLess(ids[i], ids[j]) })
+	return ids
 }
 
 func (s *Server) updateStored(c *Object, props map[string]string) {
 	now := time.Now().UTC()
 	for k, v := range props {
+		s.indexCall(c.ID, k, c.Properties[k], v)
 		c.Properties[k] = v
 	}
+	s.indexCall(c.ID, "hs_lastmodifieddate", c.Properties["hs_lastmodifieddate"], now.Format(time.RFC3339Nano))
 	c.Properties["hs_lastmodifieddate"] = now.Format(time.RFC3339Nano)
 	c.UpdatedAt = now
 	c.Writes++
@@ -281,10 +311,8 @@ func (s *Server) findCall(id, idProperty string) *Object {
 	if idProperty == "" || idProperty == "hs_object_id" {
 		return s.calls[id]
 	}
-	for _, c := range s.calls {
-		if c.Properties[idProperty] == id {
-			return c
-		}
+	if ids := s.callsWith(idProperty, id); len(ids) > 0 {
+		return s.calls[ids[0]]
 	}
 	return nil
 }
