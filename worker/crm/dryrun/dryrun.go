@@ -207,15 +207,15 @@ func (c *Connector) hubspot(rec *mappers.Record, first bool) ([]Request, error) 
 		return nil, err
 	}
 	switch {
+	case c.o.HubSpotUniqueProperty != "" && first:
+		// As the connector does once the property is confirmed unique: a create carrying
+		// the unique value and the association (HubSpot refuses it if the value is taken,
+		// and only then does the connector fall back to the upsert).
+		all := props.All()
+		all[c.o.HubSpotUniqueProperty] = rec.ExternalID.Value
+		crs = append(crs, hubspot.CreateCallRequest(all, contactID))
 	case c.o.HubSpotUniqueProperty != "":
-		send := props.Always
-		if first {
-			send = props.All()
-		}
-		crs = append(crs, hubspot.UpsertCallRequest(c.o.HubSpotUniqueProperty, rec.ExternalID.Value, send))
-		if contactID != "" {
-			crs = append(crs, hubspot.AssociateRequest(CallID, contactID))
-		}
+		crs = append(crs, hubspot.UpsertCallRequest(c.o.HubSpotUniqueProperty, rec.ExternalID.Value, props.Always))
 	case first:
 		crs = append(crs, hubspot.CreateCallRequest(props.All(), contactID))
 	default:
