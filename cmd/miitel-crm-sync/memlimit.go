@@ -4,11 +4,11 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 )
 
-// memoryHeadroom is what a receiver's Go heap holds beside its in-flight bodies: the
-// runtime, sonic's decoders and encoders, pools, connections. Measured at 15-25 MB of heap
-// under load (docs/BENCHMARKS.md "Receiver"); 64 MiB leaves room for it and for the
-// garbage of one GC cycle.
-const memoryHeadroom = 64 << 20
+// memoryHeadroom is what a receiver's Go heap may hold beside its in-flight bodies: the
+// runtime, sonic's decoders and encoders, pools, connections, and the garbage of a cycle.
+// 32 MiB keeps 270 KB bodies at 500 req/s under 150 MB resident (docs/BENCHMARKS.md
+// "Receiver"; 64 MiB peaked at 156-163 MB).
+const memoryHeadroom = 32 << 20
 
 // receiverMemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit) a process
 // that runs the receiver alone sets when GOMEMLIMIT does not: server.max_inflight_bytes

@@ -25,7 +25,7 @@ func TestReceiverMemoryLimit(t *testing.T) {
 		want  int64
 		isSet bool
 	}{
-		{"receiver", "", config.Role{Receiver: true}, 128 << 20, true},
+		{"receiver", "", config.Role{Receiver: true}, 96 << 20, true},
 		{"GOMEMLIMIT set", "200MiB", config.Role{Receiver: true}, 0, false},
 		{"GOMEMLIMIT off", "off", config.Role{Receiver: true}, 0, false},
 		{"worker", "", config.Role{Worker: true}, 0, false},

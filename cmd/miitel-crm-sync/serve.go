@@ -83,7 +83,7 @@ func runProcess(ctx context.Context, o *processOptions) error {
 	if limit, ok := receiverMemoryLimit(env.getenv, role, cfg.Server); ok {
 		prev := debug.SetMemoryLimit(limit)
 		defer debug.SetMemoryLimit(prev) // in-process runs (tests) get the runtime's back
-		log.Info("memory limit set: server.max_inflight_bytes + 64 MiB (GOMEMLIMIT overrides)", "memory_limit_bytes", limit)
+		log.Info("memory limit set: server.max_inflight_bytes + 32 MiB (GOMEMLIMIT overrides)", "memory_limit_bytes", limit)
 	}
 
 	rdb, closeRedis, err := openRedis(cfg.Redis, log)
