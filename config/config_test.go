@@ -222,8 +222,8 @@ func TestRedisOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := cmp.Diff(tc.addrs, o.Addrs); d != "" || o.MasterName != tc.master || o.IsClusterMode != tc.cluster || (o.TLSConfig != nil) != tc.tls || o.DB != tc.db {
-				t.Errorf("options = addrs %v master %q cluster %v tls %v db %d", o.Addrs, o.MasterName, o.IsClusterMode, o.TLSConfig != nil, o.DB)
+			if d := cmp.Diff(tc.addrs, o.Addrs); d != "" || o.MasterName != tc.master || o.IsClusterMode != tc.cluster || (o.TLSConfig != nil) != tc.tls || o.DB != tc.db || !o.ContextTimeoutEnabled {
+				t.Errorf("options = addrs %v master %q cluster %v tls %v db %d context timeouts %v", o.Addrs, o.MasterName, o.IsClusterMode, o.TLSConfig != nil, o.DB, o.ContextTimeoutEnabled)
 			}
 		})
 	}

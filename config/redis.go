@@ -17,13 +17,19 @@ func (r Redis) Embedded() bool {
 // UniversalOptions turns the Redis section into go-redis options: a URL (redis:// or
 // rediss://), a Sentinel master or a Cluster. One redis.UniversalClient built from them serves
 // asynq (NewClientFromRedisClient and friends) and our own keys alike.
+//
+// ContextTimeoutEnabled makes a command's socket deadlines the earlier of the read/write
+// timeout and the context's deadline (go-redis ignores the context's deadline otherwise),
+// so a caller's deadline bounds a command against a hung Redis without a goroutine per
+// call: the receiver's server.enqueue_timeout relies on it.
 func (r Redis) UniversalOptions() (*redis.UniversalOptions, error) {
 	o := &redis.UniversalOptions{
-		Username:     r.Username,
-		Password:     r.Password.Value(),
-		DialTimeout:  r.DialTimeout,
-		ReadTimeout:  r.ReadTimeout,
-		WriteTimeout: r.WriteTimeout,
+		Username:              r.Username,
+		Password:              r.Password.Value(),
+		DialTimeout:           r.DialTimeout,
+		ReadTimeout:           r.ReadTimeout,
+		WriteTimeout:          r.WriteTimeout,
+		ContextTimeoutEnabled: true,
 	}
 	switch {
 	case r.URL != "":

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/config"
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
@@ -247,13 +248,58 @@ func TestLostReply(t *testing.T) {
 }
 
 // TestEnqueueTimeout: a Redis that accepts connections and never answers gets a 503 once
-// Server.EnqueueTimeout passes, although the client's read timeout is far longer.
+// Server.EnqueueTimeout passes, although the client's read timeout is far longer: with the
+// client config builds (context deadlines bound its socket I/O, no goroutine per request)
+// and with a plain client (which ignores them; the receiver abandons the call instead).
 func TestEnqueueTimeout(t *testing.T) {
+	clients := map[string]func(addr string) (*redis.Client, error){
+		"config client": func(addr string) (*redis.Client, error) {
+			o, err := config.Redis{URL: "redis://" + addr, ReadTimeout: time.Minute, WriteTimeout: time.Minute}.UniversalOptions()
+			if err != nil {
+				return nil, err
+			}
+			return redis.NewClient(o.Simple()), nil // what NewUniversalClient builds for one address
+		},
+		"plain client": func(addr string) (*redis.Client, error) {
+			return redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: time.Minute, WriteTimeout: time.Minute, MaxRetries: -1}), nil
+		},
+	}
+	for name, newClient := range clients {
+		t.Run(name, func(t *testing.T) {
+			addr := hungRedis(t)
+			rdb, err := newClient(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = rdb.Close() })
+			h := newHarnessOn(t, rdb, func(o *Options) { o.Server.EnqueueTimeout = 200 * time.Millisecond })
+			if got, want := h.r.enq.ctxDeadlines, name == "config client"; got != want {
+				t.Fatalf("client honours context deadlines: %v, want %v", got, want)
+			}
+
+			resp, body := h.post("/webhooks/miitel/seed", sample(t, "call_analysis_completed/seed_sample.json"), nil)
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if !strings.Contains(h.logs.String(), "redis did not answer within 200ms") {
+				t.Errorf("log does not say why: %s", h.logs.String())
+			}
+			if err := h.r.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "did not answer within 200ms") {
+				t.Errorf("Ready against a hung redis: %v", err)
+			}
+		})
+	}
+}
+
+// hungRedis listens on a free port, accepts connections and never answers; it returns the
+// address.
+func hungRedis(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var conns []net.Conn
+	var conns []net.Conn // read by the cleanup only after the accept loop has ended
 	accepted := make(chan struct{})
 	go func() {
 		defer close(accepted)
@@ -272,20 +318,7 @@ func TestEnqueueTimeout(t *testing.T) {
 			c.Close()
 		}
 	})
-	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: time.Minute, WriteTimeout: time.Minute, MaxRetries: -1})
-	t.Cleanup(func() { _ = rdb.Close() })
-	h := newHarnessOn(t, rdb, func(o *Options) { o.Server.EnqueueTimeout = 200 * time.Millisecond })
-
-	resp, body := h.post("/webhooks/miitel/seed", sample(t, "call_analysis_completed/seed_sample.json"), nil)
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("status %d: %s", resp.StatusCode, body)
-	}
-	if !strings.Contains(h.logs.String(), "redis did not answer within 200ms") {
-		t.Errorf("log does not say why: %s", h.logs.String())
-	}
-	if err := h.r.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "did not answer within 200ms") {
-		t.Errorf("Ready against a hung redis: %v", err)
-	}
+	return ln.Addr().String()
 }
 
 // TestManyDetailsOneRequest: details are queued in order and the answer lists each.

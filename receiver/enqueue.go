@@ -78,13 +78,15 @@ type EnqueueOptions struct {
 // replicas hold them. The receiver answers MiiTel with it; a backfill queues stored bodies
 // with it (EnqueueEvents), so both get the same guarantees.
 type Enqueuer struct {
-	tasks   taskQueue
-	queue   config.Queue
-	status  StatusRecorder
-	timeout time.Duration
-	m       *metrics
-	log     *slog.Logger
-	now     func() time.Time
+	tasks taskQueue
+	// ctxDeadlines: the client bounds its commands by the context's deadline (see bounded).
+	ctxDeadlines bool
+	queue        config.Queue
+	status       StatusRecorder
+	timeout      time.Duration
+	m            *metrics
+	log          *slog.Logger
+	now          func() time.Time
 }
 
 // NewEnqueuer builds an Enqueuer outside a Receiver (a backfill).
@@ -117,9 +119,10 @@ func newEnqueuer(o EnqueueOptions, m *metrics) *Enqueuer {
 		replicas = enqueue.AckAuto
 	}
 	return &Enqueuer{
-		tasks:  enqueue.New(o.Redis, o.Queue.Name, enqueue.Ack{Replicas: replicas, Timeout: o.AckTimeout}, o.Status.Lua),
-		queue:  o.Queue,
-		status: o.Status.Args, timeout: o.Timeout, m: m, log: log, now: now,
+		tasks:        enqueue.New(o.Redis, o.Queue.Name, enqueue.Ack{Replicas: replicas, Timeout: o.AckTimeout}, o.Status.Lua),
+		queue:        o.Queue,
+		ctxDeadlines: honoursDeadlines(o.Redis),
+		status:       o.Status.Args, timeout: o.Timeout, m: m, log: log, now: now,
 	}
 }
 
@@ -186,7 +189,7 @@ func (e *Enqueuer) enqueue(ctx context.Context, route string, events []*miitel.E
 		codes []enqueue.Result
 		acked enqueue.Acked
 	}
-	rep, err := bounded(ctx, e.timeout, func(ctx context.Context) (reply, error) {
+	rep, err := bounded(ctx, e.timeout, e.ctxDeadlines, func(ctx context.Context) (reply, error) {
 		codes, acked, err := e.tasks.Enqueue(ctx, ts)
 		return reply{codes, acked}, err
 	})
@@ -246,7 +249,7 @@ func failureReason(err error) string {
 // Ready checks the enqueue path (the marker write and the wait for replicas, on the
 // connection kind an enqueue uses) within d: nil means an enqueue now would be acknowledged.
 func (e *Enqueuer) Ready(ctx context.Context, d time.Duration) error {
-	_, err := bounded(ctx, d, func(ctx context.Context) (enqueue.Acked, error) { return e.tasks.Probe(ctx) })
+	_, err := bounded(ctx, d, e.ctxDeadlines, func(ctx context.Context) (enqueue.Acked, error) { return e.tasks.Probe(ctx) })
 	var ae *enqueue.AckError
 	switch {
 	case err == nil:
@@ -268,8 +271,7 @@ func (e *Enqueuer) Ready(ctx context.Context, d time.Duration) error {
 // enqueueAll enqueues every event of the request within Server.EnqueueTimeout, in one
 // script: Redis runs it atomically, so the request is queued whole or (an error before it
 // ran) not at all. It returns as soon as the deadline passes even if the script is still
-// on its way (go-redis bounds a command by its own read timeout, which may be longer), so
-// the 503 comes in time; tasks that still land afterwards are duplicates on MiiTel's
+// on its way (bounded: the client's read timeout may be longer), so the 503 comes in time; tasks that still land afterwards are duplicates on MiiTel's
 // re-send, never a loss. With redis.ack_replicas, an error also means too few replicas
 // hold the tasks: MiiTel's re-send waits for them again before its 2xx.
 func (r *Receiver) enqueueAll(ctx context.Context, route string, req *request) ([]detailResult, error) {
@@ -372,11 +374,23 @@ func (e envelope) append(b []byte, ev *miitel.Event, detail, payload []byte) []b
 	return append(b, '}')
 }
 
-// bounded runs fn with a deadline d and returns when fn does or when the deadline passes,
-// whichever is first.
-func bounded[T any](ctx context.Context, d time.Duration, fn func(context.Context) (T, error)) (T, error) {
+// bounded runs fn with a deadline d and returns by the deadline. A client that honours
+// context deadlines (ContextTimeoutEnabled, as config.Redis.UniversalOptions and the
+// embedded Redis's client set it) bounds its own socket reads and writes, its pool wait and
+// its retries by ctx, so fn runs on the caller's goroutine; only for a client that ignores
+// them (one built without that option) does fn run on a goroutine of its own, abandoned
+// at the deadline. Either way an error after the deadline says so and wraps ctx.Err(), so
+// it is counted as a timeout; a success that arrives just after the deadline stays one.
+func bounded[T any](ctx context.Context, d time.Duration, ctxDeadlines bool, fn func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	if ctxDeadlines {
+		v, err := fn(ctx)
+		if err != nil && ctx.Err() != nil { // go-redis's i/o timeout, or a retry given up
+			return v, fmt.Errorf("receiver: redis did not answer within %s: %w (%w)", d, ctx.Err(), err)
+		}
+		return v, err
+	}
 	type outcome struct {
 		v   T
 		err error
@@ -392,5 +406,18 @@ func bounded[T any](ctx context.Context, d time.Duration, fn func(context.Contex
 	case <-ctx.Done():
 		var zero T
 		return zero, fmt.Errorf("receiver: redis did not answer within %s: %w", d, ctx.Err())
+	}
+}
+
+// honoursDeadlines reports whether rdb bounds a command's socket I/O by its context's
+// deadline (go-redis's ContextTimeoutEnabled; off by default).
+func honoursDeadlines(rdb redis.UniversalClient) bool {
+	switch c := rdb.(type) {
+	case *redis.Client: // standalone and Sentinel (failover) clients
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	default:
+		return false
 	}
 }

@@ -3,6 +3,7 @@ package receiver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -405,19 +406,21 @@ func (r *Receiver) logRequests() gin.HandlerFunc {
 		if !r.log.Enabled(ctx, level) {
 			return
 		}
-		attrs := []slog.Attr{
+		// Sized for a webhook request's every key, so appending never reallocates.
+		attrs := make([]slog.Attr, 0, 15)
+		attrs = append(attrs,
 			slog.String("method", c.Request.Method),
 			slog.String("path", c.Request.URL.Path),
 			slog.Int("status", status),
 			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-		}
+		)
 		if rl.route != "" {
 			attrs = append(attrs, slog.String("route", rl.route), slog.String("outcome", rl.outcome),
 				slog.String("remote_ip", rl.remoteIP), slog.Int("body_bytes", rl.bodyBytes))
 		}
 		if rl.callID != "" {
-			attrs = append(attrs, slog.String("call_id", rl.callID), slog.Any("detail_ids", rl.detailIDs),
-				slog.Any("kinds", rl.kinds), slog.Int("queued", rl.queued), slog.Int("duplicates", rl.duplicates))
+			attrs = append(attrs, slog.String("call_id", rl.callID), slog.Any("detail_ids", jsonStrings(rl.detailIDs)),
+				slog.Any("kinds", jsonStrings(rl.kinds)), slog.Int("queued", rl.queued), slog.Int("duplicates", rl.duplicates))
 		}
 		if rl.err != nil {
 			attrs = append(attrs, slog.String("error", rl.err.Error()))
@@ -448,4 +451,48 @@ func (r *Receiver) recoverPanics() gin.HandlerFunc {
 		}()
 		c.Next()
 	}
+}
+
+// jsonStrings logs as the JSON array slog writes for a []string (its JSON handler
+// encodes an Any value with encoding/json, by reflection, HTML escaping off), taking the
+// common case (printable ASCII ids and kinds) without reflection.
+type jsonStrings []string
+
+func (ss jsonStrings) MarshalJSON() ([]byte, error) {
+	if ss == nil {
+		return []byte("null"), nil
+	}
+	n := 2
+	for _, s := range ss {
+		if !plainJSON(s) {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode([]string(ss)); err != nil {
+				return nil, err
+			}
+			return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+		}
+		n += len(s) + 3
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, '"'), s...), '"')
+	}
+	return append(b, ']'), nil
+}
+
+// plainJSON reports whether s is printable ASCII that encoding/json writes as it is
+// (HTML escaping off): no quote, backslash or control character.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

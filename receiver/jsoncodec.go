@@ -62,16 +62,22 @@ func appendDetail(buf []byte, d *miitel.Detail) ([]byte, error) {
 // needsStdEncoding reports whether sonic's output for a detail may differ from
 // json.Marshal's: characters encoding/json escapes and sonic (without EscapeHTML) does
 // not, or control-character escapes the two spell differently.
+//
+// It searches with bytes.IndexByte (vectorised) for each byte of interest rather than
+// switching on every byte: the scan runs over every detail, transcript included.
 func needsStdEncoding(out []byte) bool {
-	for i, c := range out {
-		switch c {
-		case '<', '>', '&':
-			return true
-		case 0xe2: // U+2028 and U+2029 are E2 80 A8 and E2 80 A9
-			if i+2 < len(out) && out[i+1] == 0x80 && (out[i+2] == 0xa8 || out[i+2] == 0xa9) {
-				return true
-			}
+	if bytes.IndexByte(out, '<') >= 0 || bytes.IndexByte(out, '>') >= 0 || bytes.IndexByte(out, '&') >= 0 {
+		return true
+	}
+	for s := out; ; { // U+2028 and U+2029 are E2 80 A8 and E2 80 A9
+		i := bytes.IndexByte(s, 0xe2)
+		if i < 0 {
+			break
 		}
+		if i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xa8 || s[i+2] == 0xa9) {
+			return true
+		}
+		s = s[i+1:]
 	}
 	return bytes.Contains(out, []byte(`\u0008`)) || bytes.Contains(out, []byte(`\u000c`))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync/atomic"
 
 	"github.com/alicebob/miniredis/v2"
@@ -79,6 +80,11 @@ func runProcess(ctx context.Context, o *processOptions) error {
 	log, text := newLogger(env, cfg.Log)
 	env.redisLog.use(log)
 	logStart(ctx, log, text, o.name, cfg)
+	if limit, ok := receiverMemoryLimit(env.getenv, role, cfg.Server); ok {
+		prev := debug.SetMemoryLimit(limit)
+		defer debug.SetMemoryLimit(prev) // in-process runs (tests) get the runtime's back
+		log.Info("memory limit set: server.max_inflight_bytes + 32 MiB (GOMEMLIMIT overrides)", "memory_limit_bytes", limit)
+	}
 
 	rdb, closeRedis, err := openRedis(cfg.Redis, log)
 	if err != nil {
@@ -237,7 +243,7 @@ func embeddedRedis() (*redis.Client, func(), error) {
 	if err := mr.Start(); err != nil {
 		return nil, nil, fmt.Errorf("embedded redis: %w", err)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true}) // as config.Redis.UniversalOptions
 	return rdb, func() { _ = rdb.Close(); mr.Close() }, nil
 }
 
