@@ -252,7 +252,8 @@ func TestAckAutoHoldsTheMostSeen(t *testing.T) {
 	rs := startReplicated(t, 2)
 	rdb := client(t, rs.master.Addr())
 	ctx := context.Background()
-	q := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 200 * time.Millisecond, Refresh: time.Millisecond, Hold: time.Hour}, "")
+	// 1s: the confirmations that must arrive do so on a loaded machine, too.
+	q := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: time.Second, Refresh: time.Millisecond, Hold: time.Hour}, "")
 	if _, acked, err := enqueueAck(t, q, "h0"); err != nil || acked != (Acked{Want: 2, Got: 2}) {
 		t.Fatalf("before: %+v %v", acked, err)
 	}
@@ -260,7 +261,7 @@ func TestAckAutoHoldsTheMostSeen(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs.waitConnected(t, 1)
-	for i := range 3 { // each AckError makes the next enqueue read INFO again
+	for i := range 2 { // each AckError makes the next enqueue read INFO again
 		_, acked, err := enqueueAck(t, q, "h"+strconv.Itoa(i+1))
 		var ae *AckError
 		if !errors.As(err, &ae) || acked.Want != 2 || acked.Got != 1 {
@@ -268,7 +269,7 @@ func TestAckAutoHoldsTheMostSeen(t *testing.T) {
 		}
 	}
 	// The same master and replica with a hold that has passed: the replica left counts.
-	short := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 200 * time.Millisecond, Refresh: time.Millisecond, Hold: -1}, "")
+	short := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: time.Second, Refresh: time.Millisecond, Hold: -1}, "")
 	if _, acked, err := enqueueAck(t, short, "h9"); err != nil || acked != (Acked{Want: 1, Got: 1}) {
 		t.Fatalf("without a hold: %+v %v", acked, err)
 	}
@@ -299,7 +300,7 @@ func TestAckAutoCountsOnlyOnline(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling the master's own view of its replicas
 	}
-	q := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 300 * time.Millisecond}, "")
+	q := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: time.Second}, "")
 	if res, acked, err := enqueueAck(t, q, "o1"); err != nil || res != Queued || acked != (Acked{Want: 1, Got: 1}) {
 		t.Fatalf("auto with one replica online, one syncing: %v %+v %v, want done by the online one", res, acked, err)
 	}
