@@ -147,7 +147,8 @@ type soakResult struct {
 // interleaved, are the floor the cost of waiting is measured against (they may lose calls:
 // that is the issue this fixes, and is reported, not asserted).
 //
-// FAILOVER_ROUNDS (3), FAILOVER_DURATION (45s), FAILOVER_RATE (50/s), FAILOVER_AT (20s).
+// FAILOVER_ROUNDS (3), FAILOVER_DURATION (45s), FAILOVER_RATE (50/s), FAILOVER_AT (20s),
+// FAILOVER_KINDS (failover,kill).
 func TestE2ERedisFailover(t *testing.T) {
 	if os.Getenv(failoverEnv) == "" {
 		t.Skipf("the Redis failover soak runs minutes: make test-failover (%s=1)", failoverEnv)
