@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
@@ -131,6 +132,8 @@ type soakResult struct {
 	kind, acks                  string
 	sent, ok, unavailable, lost int
 	dup, other                  int
+	archived                    int           // dead-lettered after the run: counted lost, not in Redis's keeping
+	lostFrom, lostTo            time.Duration // when the first and last lost call was answered
 	window                      time.Duration // first 503 to the end of the last
 	p50, p99, max               time.Duration // latency of the 2xx answers
 }
@@ -144,7 +147,8 @@ type soakResult struct {
 // interleaved, are the floor the cost of waiting is measured against (they may lose calls:
 // that is the issue this fixes, and is reported, not asserted).
 //
-// FAILOVER_ROUNDS (3), FAILOVER_DURATION (45s), FAILOVER_RATE (50/s), FAILOVER_AT (20s).
+// FAILOVER_ROUNDS (3), FAILOVER_DURATION (45s), FAILOVER_RATE (50/s), FAILOVER_AT (20s),
+// FAILOVER_KINDS (failover,kill).
 func TestE2ERedisFailover(t *testing.T) {
 	if os.Getenv(failoverEnv) == "" {
 		t.Skipf("the Redis failover soak runs minutes: make test-failover (%s=1)", failoverEnv)
@@ -153,9 +157,10 @@ func TestE2ERedisFailover(t *testing.T) {
 	dur := envOr(t, "FAILOVER_DURATION", 45*time.Second, time.ParseDuration)
 	rate := envOr(t, "FAILOVER_RATE", 50, strconv.Atoi)
 	at := envOr(t, "FAILOVER_AT", 20*time.Second, time.ParseDuration)
+	kinds := strings.Split(envOr(t, "FAILOVER_KINDS", "failover,kill", func(s string) (string, error) { return s, nil }), ",")
 	var results []soakResult
 	for r := range rounds {
-		for _, kind := range []string{"failover", "kill"} {
+		for _, kind := range kinds {
 			for _, acks := range []string{"0", "auto"} { // interleaved: floor, then waiting
 				name := fmt.Sprintf("%s/ack_replicas=%s/round%d", kind, acks, r+1)
 				t.Run(name, func(t *testing.T) {
@@ -174,7 +179,7 @@ func soak(t *testing.T, kind, acks string, dur time.Duration, rate int, at time.
 	addrs, _ := json.Marshal(ss.SentinelAddrs())
 	client := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: ss.MasterName, SentinelAddrs: ss.SentinelAddrs()})
 	t.Cleanup(func() { _ = client.Close() })
-	s := newStack(t, stackOptions{hubspotRequests: 100000, workerConcurrency: 8, redis: &redisTopology{
+	s := newStack(t, stackOptions{hubspotRequests: 100000, workerConcurrency: 32, redis: &redisTopology{
 		section: fmt.Sprintf("{sentinel: {master_name: %s, addrs: %s}, ack_replicas: %s}", ss.MasterName, addrs, acks), client: client}})
 	s.start(t, "serve")
 	const enqueueTimeout = 5 * time.Second // the config default the stack runs with
@@ -240,6 +245,15 @@ func soak(t *testing.T, kind, acks string, dur time.Duration, rate int, at time.
 			qi.Pending, qi.Active, qi.Scheduled, qi.Retry, qi.Archived)
 	})
 	res := soakResult{kind: kind, acks: acks, sent: len(out)}
+	if qi, err := in.GetQueueInfo(queueName); err == nil && qi.Archived > 0 {
+		// A dead-lettered call is not lost by Redis but never reached the CRM: say why.
+		res.archived = qi.Archived
+		if ts, err := in.ListArchivedTasks(queueName, asynq.PageSize(3)); err == nil {
+			for _, ti := range ts {
+				t.Logf("archived %s: %s", ti.ID, ti.LastErr)
+			}
+		}
+	}
 	inCRM := s.hubspotByDetail()
 	var lats []time.Duration
 	var first, last time.Duration = -1, 0
@@ -250,6 +264,10 @@ func soak(t *testing.T, kind, acks string, dur time.Duration, rate int, at time.
 			lats = append(lats, r.took)
 			switch n := inCRM[r.detail]; {
 			case n == 0:
+				if res.lost == 0 || r.at < res.lostFrom {
+					res.lostFrom = r.at
+				}
+				res.lostTo = max(res.lostTo, r.at)
 				res.lost++
 			case n > 1:
 				res.dup++
@@ -289,9 +307,8 @@ func soak(t *testing.T, kind, acks string, dur time.Duration, rate int, at time.
 	if acks == "auto" && (res.lost > 0 || res.dup > 0) {
 		t.Errorf("ack_replicas auto: %d acknowledged calls lost, %d duplicated", res.lost, res.dup)
 	}
-	if res.dup > 0 {
-		t.Errorf("%d calls written more than once", res.dup)
-	}
+	// The floor (ack_replicas 0) is measured, not asserted: its worker does not wait either,
+	// so a planned failover can flush its id map writes and duplicate calls (the issue).
 	return res
 }
 

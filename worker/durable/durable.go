@@ -13,17 +13,14 @@
 //
 // WAIT narrows the window, it does not make replication synchronous: a promoted replica
 // holds every write WAIT confirmed on it. With ack_replicas below the number of replicas
-// the promoted one may be one that did not confirm; "auto" (every in-sync replica the
-// master reports) leaves no such gap.
+// the promoted one may be one that did not confirm; "auto" (every online replica the
+// master reports, never fewer than the most seen within DefaultHold: Replicas, the policy
+// the receiver's enqueue shares) leaves no such gap.
 package durable
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,11 +30,6 @@ import (
 
 // DefaultTimeout bounds one WAIT when the config gives none (config's default is 300ms).
 const DefaultTimeout = 300 * time.Millisecond
-
-// autoRefresh is how long a master's replica count ("auto") is trusted before INFO is read
-// again. A WAIT that falls short forgets it at once, so a replica that left stops being
-// waited for on the next write, not after this.
-const autoRefresh = 2 * time.Second
 
 // DefaultHold is how long auto keeps waiting for a replica the master stopped reporting.
 // In a planned failover the old master keeps a replica the Sentinels have not moved yet:
@@ -83,19 +75,7 @@ type Acks struct {
 	want    config.AckReplicas
 	timeout time.Duration
 
-	hold time.Duration
-
-	mu    sync.Mutex
-	known map[string]count // "auto": replicas by node address
-	now   func() time.Time
-}
-
-type count struct {
-	n  int
-	at time.Time
-	// high is the most replicas seen since highAt; auto waits for it until hold passed.
-	high   int
-	highAt time.Time
+	auto *Replicas // "auto": the policy the receiver's enqueue shares
 }
 
 // New returns the Acks of a client: want is redis.ack_replicas (config.AckAuto, 0 for off,
@@ -104,12 +84,12 @@ func New(rdb redis.UniversalClient, want config.AckReplicas, timeout time.Durati
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	return &Acks{rdb: rdb, want: want, timeout: timeout, hold: DefaultHold, known: map[string]count{}, now: time.Now}
+	return &Acks{rdb: rdb, want: want, timeout: timeout, auto: NewReplicas(DefaultRefresh, DefaultHold)}
 }
 
 // WithHold changes DefaultHold (tests; 0 follows the master's view at once).
 func (a *Acks) WithHold(d time.Duration) *Acks {
-	a.hold = d
+	a.auto = NewReplicas(DefaultRefresh, d)
 	return a
 }
 
@@ -143,7 +123,10 @@ func (a *Acks) Write(ctx context.Context, op, key string, write func(ctx context
 	defer conn.Close()
 	want := int(a.want)
 	if a.want == config.AckAuto {
-		if want, err = a.replicas(ctx, node.Options().Addr, conn); err != nil {
+		// INFO on conn, the connection the write will use: the count is the one of the
+		// node that takes the write.
+		info := func(ctx context.Context) (string, error) { return conn.Info(ctx, "replication").Result() }
+		if want, err = a.auto.Want(ctx, node.Options().Addr, info); err != nil {
 			return fmt.Errorf("%s: read the master's replicas: %w", op, err)
 		}
 	}
@@ -158,7 +141,7 @@ func (a *Acks) Write(ctx context.Context, op, key string, write func(ctx context
 		return &Error{Op: op, Want: want, Err: err}
 	}
 	if int(got) < want {
-		a.forget(node.Options().Addr)
+		a.auto.Forget(node.Options().Addr)
 		return &Error{Op: op, Want: want, Got: int(got)}
 	}
 	return nil
@@ -175,67 +158,4 @@ func (a *Acks) master(ctx context.Context, key string) (*redis.Client, error) {
 		return c.MasterForKey(ctx, key)
 	}
 	return nil, nil
-}
-
-// replicas is "auto": the in-sync replicas the master reports (INFO replication), cached
-// for autoRefresh per node, and never fewer than the most it reported within hold. It reads them on conn, the connection the write will use, so the
-// count is the one of the node that takes the write.
-func (a *Acks) replicas(ctx context.Context, addr string, conn *redis.Conn) (int, error) {
-	a.mu.Lock()
-	c, ok := a.known[addr]
-	a.mu.Unlock()
-	now := a.now()
-	if ok && now.Sub(c.at) < autoRefresh {
-		return max(c.n, c.high), nil
-	}
-	info, err := conn.Info(ctx, "replication").Result()
-	if err != nil {
-		return 0, err
-	}
-	n, err := OnlineReplicas(info)
-	if err != nil {
-		return 0, err
-	}
-	c.n, c.at = n, now
-	if n >= c.high || now.Sub(c.highAt) >= a.hold {
-		c.high, c.highAt = n, now
-	}
-	a.mu.Lock()
-	a.known[addr] = c
-	a.mu.Unlock()
-	return max(c.n, c.high), nil
-}
-
-// forget makes the next write read the master's replicas again (the held high stays).
-func (a *Acks) forget(addr string) {
-	a.mu.Lock()
-	if c, ok := a.known[addr]; ok {
-		c.at = time.Time{}
-		a.known[addr] = c
-	}
-	a.mu.Unlock()
-}
-
-// OnlineReplicas reads INFO replication: the replicas (slaveN lines) in state online. A
-// replica still loading its first sync counts in connected_slaves but cannot acknowledge a
-// WAIT yet; waiting for it would turn every write into a timeout until it caught up.
-func OnlineReplicas(info string) (int, error) {
-	seen, n := false, 0
-	for line := range strings.SplitSeq(info, "\n") {
-		line = strings.TrimSpace(line)
-		if v, ok := strings.CutPrefix(line, "connected_slaves:"); ok {
-			if _, err := strconv.Atoi(v); err != nil {
-				return 0, fmt.Errorf("durable: INFO replication: connected_slaves %q", v)
-			}
-			seen = true
-			continue
-		}
-		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
-			n++
-		}
-	}
-	if !seen {
-		return 0, errors.New("durable: INFO replication has no connected_slaves")
-	}
-	return n, nil
 }

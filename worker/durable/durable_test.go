@@ -140,8 +140,9 @@ func TestAutoFollowsTheReplicas(t *testing.T) {
 		}
 	}
 	online(2)
-	held := durable.New(rdb, config.AckAuto, 200*time.Millisecond)
-	a := durable.New(rdb, config.AckAuto, 200*time.Millisecond).WithHold(0)
+	// 1s: the writes that must be confirmed are, on a loaded machine too.
+	held := durable.New(rdb, config.AckAuto, time.Second)
+	a := durable.New(rdb, config.AckAuto, time.Second).WithHold(0)
 	for _, x := range []*durable.Acks{held, a} {
 		if err := x.Write(ctx, "test: set", "k", set("k", "1")); err != nil {
 			t.Fatal(err)

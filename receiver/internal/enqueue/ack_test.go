@@ -142,12 +142,12 @@ func TestAckStalledReplicas(t *testing.T) {
 }
 
 // TestAckFixedCountReplicaKilled: ack_replicas 2 with one replica killed is an AckError
-// (1 of 2); auto follows the master, which now reports one.
+// (1 of 2); auto without a hold follows the master, which now reports one.
 func TestAckFixedCountReplicaKilled(t *testing.T) {
 	rs := startReplicated(t, 2)
 	rdb := client(t, rs.master.Addr())
 	fixed := New(rdb, queue, Ack{Replicas: 2, Timeout: 500 * time.Millisecond}, "")
-	auto := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 500 * time.Millisecond, Refresh: time.Hour}, "")
+	auto := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: 500 * time.Millisecond, Refresh: time.Hour, Hold: -1}, "")
 	if _, acked, err := enqueueAck(t, auto, "k0"); err != nil || acked.Want != 2 {
 		t.Fatalf("auto before: %+v %v", acked, err)
 	}
@@ -233,15 +233,78 @@ func TestAckClusterReplicas(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("cluster enqueue: %v %+v %v", res, acked, err)
 		}
-		q.failed(context.Background(), "") // ask again rather than wait for Refresh
-		for _, c := range q.counts {
-			c.mu.Lock()
-			c.at = time.Time{}
-			c.mu.Unlock()
+		if _, addr, err := q.node(context.Background()); err == nil {
+			q.failed(context.Background(), addr) // ask again rather than wait for Refresh
 		}
 		time.Sleep(50 * time.Millisecond) // polling the cluster's own convergence
 	}
 	if _, err := q.Probe(context.Background()); err != nil {
 		t.Errorf("Probe on the cluster: %v", err)
+	}
+}
+
+// TestAckAutoHoldsTheMostSeen: a replica leaving the master (here promoted, as the
+// Sentinels do first in a planned failover, while the old master keeps its other replica)
+// does not lower auto's count for the hold: the enqueue is an AckError (the receiver's 503),
+// never done on the one replica left, even once the master was asked again. After the hold
+// auto follows the master.
+func TestAckAutoHoldsTheMostSeen(t *testing.T) {
+	rs := startReplicated(t, 2)
+	rdb := client(t, rs.master.Addr())
+	ctx := context.Background()
+	// 1s: the confirmations that must arrive do so on a loaded machine, too.
+	q := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: time.Second, Refresh: time.Millisecond, Hold: time.Hour}, "")
+	if _, acked, err := enqueueAck(t, q, "h0"); err != nil || acked != (Acked{Want: 2, Got: 2}) {
+		t.Fatalf("before: %+v %v", acked, err)
+	}
+	if err := rs.replicas[1].Client().ReplicaOf(ctx, "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rs.waitConnected(t, 1)
+	for i := range 2 { // each AckError makes the next enqueue read INFO again
+		_, acked, err := enqueueAck(t, q, "h"+strconv.Itoa(i+1))
+		var ae *AckError
+		if !errors.As(err, &ae) || acked.Want != 2 || acked.Got != 1 {
+			t.Fatalf("enqueue %d with one replica left: %+v %v, want an AckError waiting for the 2 seen", i, acked, err)
+		}
+	}
+	// The same master and replica with a hold that has passed: the replica left counts.
+	short := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: time.Second, Refresh: time.Millisecond, Hold: -1}, "")
+	if _, acked, err := enqueueAck(t, short, "h9"); err != nil || acked != (Acked{Want: 1, Got: 1}) {
+		t.Fatalf("without a hold: %+v %v", acked, err)
+	}
+}
+
+// TestAckAutoCountsOnlyOnline: a replica still in its first sync is in connected_slaves
+// but cannot acknowledge; auto waits only for the online one, so enqueues are done, not
+// refused until the sync ends.
+func TestAckAutoCountsOnlyOnline(t *testing.T) {
+	rs := startReplicated(t, 1)
+	rdb := client(t, rs.master.Addr())
+	ctx := context.Background()
+	// The next replica's sync waits an hour for company (diskless sync delay): it stays
+	// connected in wait_bgsave for the whole test.
+	if err := rdb.ConfigSet(ctx, "repl-diskless-sync-delay", "3600").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := strings.Cut(rs.master.Addr(), ":")
+	redistest.Start(t, "--replicaof", "127.0.0.1", port)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := rdb.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "connected_slaves:2") && strings.Count(info, "state=online") == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second replica is not connected and syncing: %s %v", info, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the master's own view of its replicas
+	}
+	q := New(rdb, queue, Ack{Replicas: AckAuto, Timeout: time.Second}, "")
+	if res, acked, err := enqueueAck(t, q, "o1"); err != nil || res != Queued || acked != (Acked{Want: 1, Got: 1}) {
+		t.Fatalf("auto with one replica online, one syncing: %v %+v %v, want done by the online one", res, acked, err)
+	}
+	if acked, err := q.Probe(ctx); err != nil || acked.Want != 1 {
+		t.Errorf("Probe: %+v %v", acked, err)
 	}
 }

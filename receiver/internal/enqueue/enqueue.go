@@ -27,15 +27,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
@@ -68,8 +67,10 @@ type Task struct {
 	StatusPrefix, Status string
 }
 
-// AckAuto is Ack.Replicas's "auto": wait for as many replicas as the master reports
-// connected (INFO replication connected_slaves), none on a standalone Redis.
+// AckAuto is Ack.Replicas's "auto": wait for the replicas the master reports online,
+// never fewer than the most seen within Ack.Hold, none on a standalone Redis. The policy is
+// durable.Replicas, the one the worker's exactly-once writes use: both refuse the same
+// writes in a failover.
 const AckAuto = -1
 
 // Ack is what makes an enqueue count as done: Redis WAIT for Replicas replicas within
@@ -86,8 +87,12 @@ type Ack struct {
 	// Timeout bounds WAIT; 0 means 300ms. It must stay below the client's read timeout.
 	Timeout time.Duration
 	// Refresh is how long a discovered replica count (AckAuto) is used before it is asked
-	// again; 0 means 2s. A failure or a short WAIT asks again on the next request.
+	// again; 0 means durable.DefaultRefresh. A failure or a short WAIT asks again on the
+	// next request.
 	Refresh time.Duration
+	// Hold is how long AckAuto keeps waiting for the most replicas it saw after the master
+	// stopped reporting one; 0 means durable.DefaultHold, negative none (tests).
+	Hold time.Duration
 }
 
 // Acked says what an enqueue waited for: Want replicas (0: it did not wait), Got of them
@@ -127,9 +132,7 @@ type Queue struct {
 	hasStatus bool          // a status library was given
 	published atomic.Bool   // SADD asynq:queues done by this process
 	now       func() time.Time
-
-	mu     sync.Mutex
-	counts map[string]*replicaCount // by master address ("" outside a cluster)
+	auto      *durable.Replicas // AckAuto's count, by master address ("" outside a cluster)
 }
 
 // New returns a Queue for the asynq queue name on rdb that waits for replicas as ack says.
@@ -140,11 +143,14 @@ func New(rdb redis.UniversalClient, name string, ack Ack, statusLua string) *Que
 	if ack.Timeout <= 0 {
 		ack.Timeout = 300 * time.Millisecond
 	}
-	if ack.Refresh <= 0 {
-		ack.Refresh = 2 * time.Second
+	switch {
+	case ack.Hold == 0:
+		ack.Hold = durable.DefaultHold
+	case ack.Hold < 0:
+		ack.Hold = 0
 	}
 	q := &Queue{rdb: rdb, name: name, pending: prefix + "pending", archived: prefix + "archived",
-		mark: tasks.KeyPrefix + "{" + name + "}:acked", ack: ack, now: time.Now, counts: map[string]*replicaCount{},
+		mark: tasks.KeyPrefix + "{" + name + "}:acked", ack: ack, now: time.Now, auto: durable.NewReplicas(ack.Refresh, ack.Hold),
 		src: statusLua + "\n" + scriptLua, hasStatus: statusLua != ""}
 	q.script = redis.NewScript(q.src)
 	q.cluster, _ = rdb.(*redis.ClusterClient)
@@ -413,98 +419,20 @@ func (q *Queue) acked(ctx context.Context, addr string, want int, wait *redis.Cm
 // failed makes the next request ask again what it asked once: the replica count (a
 // failover or a replica lost changes it) and, on a Cluster, which master owns the slot.
 func (q *Queue) failed(ctx context.Context, addr string) {
-	q.mu.Lock()
-	if c := q.counts[addr]; c != nil {
-		c.mu.Lock()
-		c.at = time.Time{}
-		c.mu.Unlock()
-	}
-	q.mu.Unlock()
+	q.auto.Forget(addr)
 	if q.cluster != nil {
 		q.cluster.ReloadState(ctx)
 	}
 }
 
-// want is how many replicas to wait for: Ack.Replicas, or under AckAuto the count the
-// master last reported.
+// want is how many replicas to wait for: Ack.Replicas, or under AckAuto durable.Replicas's
+// count for the master. (INFO goes through node's pool, not the pipeline's connection: on
+// Sentinel both dial the master the Sentinels name, on a Cluster node is the master.)
 func (q *Queue) want(ctx context.Context, node pipeliner, addr string) (int, error) {
 	if q.ack.Replicas >= 0 {
 		return q.ack.Replicas, nil
 	}
-	q.mu.Lock()
-	c := q.counts[addr]
-	if c == nil {
-		c = &replicaCount{}
-		q.counts[addr] = c
-	}
-	q.mu.Unlock()
-	return c.get(ctx, node, q.ack.Refresh)
-}
-
-// replicaCount is one master's connected replicas as it last reported them.
-type replicaCount struct {
-	mu         sync.Mutex
-	n          int
-	known      bool
-	at         time.Time
-	refreshing atomic.Bool
-}
-
-// get returns the count, asking the master when it is older than every. While one request
-// asks, the others use the count they have; only the first request ever waits for it.
-func (c *replicaCount) get(ctx context.Context, node pipeliner, every time.Duration) (int, error) {
-	c.mu.Lock()
-	n, known, fresh := c.n, c.known, time.Since(c.at) < every
-	c.mu.Unlock()
-	if known && fresh {
-		return n, nil
-	}
-	if known {
-		if !c.refreshing.CompareAndSwap(false, true) {
-			return n, nil
-		}
-		defer c.refreshing.Store(false)
-	}
-	got, err := connectedReplicas(ctx, node)
-	if err != nil {
-		if known {
-			return n, nil // the script's own answer will tell whether the master is there
-		}
-		return 0, fmt.Errorf("ack_replicas auto: %w", err)
-	}
-	c.mu.Lock()
-	c.n, c.known, c.at = got, true, time.Now()
-	c.mu.Unlock()
-	return got, nil
-}
-
-// connectedReplicas reads INFO replication: the replicas connected to the master, or an
-// error when the node is not a master (a failover under way).
-func connectedReplicas(ctx context.Context, node pipeliner) (int, error) {
-	info, err := node.Info(ctx, "replication").Result()
-	if err != nil {
-		return 0, fmt.Errorf("INFO replication: %w", err)
-	}
-	role, n := "", -1
-	for _, line := range strings.Split(info, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "role":
-			role = v
-		case "connected_slaves":
-			n, err = strconv.Atoi(v)
-			if err != nil {
-				return 0, fmt.Errorf("INFO replication: connected_slaves %q", v)
-			}
-		}
-	}
-	if role != "master" {
-		return 0, fmt.Errorf("INFO replication: the node is not a master (role %q)", role)
-	}
-	return max(n, 0), nil
+	return q.auto.Want(ctx, addr, func(ctx context.Context) (string, error) { return node.Info(ctx, "replication").Result() })
 }
 
 func isNoScript(err error) bool {
