@@ -49,6 +49,11 @@ type connectorBuilder func(ctx context.Context, cfg *config.Config, cn config.Co
 func buildConnectors(ctx context.Context, cfg *config.Config, build connectorBuilder, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, out io.Writer) (map[string]crm.Connector, error) {
 	conns := map[string]crm.Connector{}
 	for _, cn := range cfg.Connections {
+		if capped := capBatch(cn.Batch, cfg.Worker.Concurrency); capped != cn.Batch {
+			log.Info("batch max_size capped at worker.concurrency: a batch cannot hold more calls than run at once, and waiting for more would only wait out the linger",
+				"connection", cn.Name, "max_size", cn.Batch.MaxSize, "worker_concurrency", cfg.Worker.Concurrency)
+			cn.Batch = capped
+		}
 		c, err := build(ctx, cfg, cn, rdb, log, reg, out)
 		if err != nil {
 			return nil, err
@@ -56,6 +61,17 @@ func buildConnectors(ctx context.Context, cfg *config.Config, build connectorBui
 		conns[cn.Name] = c
 	}
 	return conns, nil
+}
+
+// capBatch caps a connection's batch size at the process's worker.concurrency. Each call
+// of a batch is a task blocked in Deliver, so no batch can ever hold more calls than the
+// worker runs at once: a batch of that size is full, and with a larger max_size every
+// batch would wait out its whole linger for calls that cannot come.
+func capBatch(b config.Batch, concurrency int) config.Batch {
+	if concurrency > 0 && b.MaxSize > concurrency {
+		b.MaxSize = concurrency
+	}
+	return b
 }
 
 // newDelivery builds, per route, the mapping and the CRM connector, and the pipeline that
