@@ -323,22 +323,41 @@ type envelope struct {
 }
 
 func newEnvelope(ev *miitel.Event) (envelope, error) {
-	var e envelope
-	e.head = append(e.head, `{"route":`...)
-	for i, s := range []string{ev.Route, ev.CallID, ev.TenantCode} {
-		q, err := json.Marshal(s)
-		if err != nil {
-			return e, err
+	// One buffer for both parts (head and at are slices of it): the strings' length plus
+	// the field names and quotes, and RFC 3339 with nanoseconds and a zone, fits unless a
+	// string needs escaping.
+	buf := make([]byte, 0, len(ev.Route)+len(ev.CallID)+len(ev.TenantCode)+128)
+	buf = append(buf, `{"route":`...)
+	for i, s := range [...]string{ev.Route, ev.CallID, ev.TenantCode} {
+		buf = append(buf, [...]string{``, `,"call_id":`, `,"tenant_code":`}[i]...)
+		var err error
+		if buf, err = appendJSONString(buf, s); err != nil {
+			return envelope{}, err
 		}
-		e.head = append(append(e.head, []string{``, `,"call_id":`, `,"tenant_code":`}[i]...), q...)
 	}
-	e.head = append(e.head, `,"kind":`...)
-	t, err := ev.ReceivedAt.MarshalJSON()
+	buf = append(buf, `,"kind":`...)
+	head := len(buf)
+	buf = append(buf, `,"received_at":"`...)
+	buf, err := ev.ReceivedAt.AppendText(buf) // what Time.MarshalJSON writes between its quotes
 	if err != nil {
-		return e, fmt.Errorf("receiver: encode received_at: %w", err)
+		return envelope{}, fmt.Errorf("receiver: encode received_at: %w", err)
 	}
-	e.at = append(append(append(e.at, `,"received_at":`...), t...), `,"detail":`...)
-	return e, nil
+	buf = append(buf, `","detail":`...)
+	return envelope{head: buf[:head:head], at: buf[head:]}, nil
+}
+
+// appendJSONString appends s as json.Marshal writes it. A string of printable ASCII
+// without a quote, a backslash or one of the HTML characters json.Marshal escapes
+// (<, >, &) is written as it is, between quotes (call ids, routes and tenant codes are);
+// any other goes through json.Marshal.
+func appendJSONString(b []byte, s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, err := json.Marshal(s)
+			return append(b, q...), err
+		}
+	}
+	return append(append(append(b, '"'), s...), '"'), nil
 }
 
 const (

@@ -120,19 +120,24 @@ func IsNoReplicas(err error) bool {
 
 // Queue enqueues into one asynq queue.
 type Queue struct {
-	rdb       redis.UniversalClient
-	cluster   *redis.ClusterClient // rdb, when it is one: the script goes to the slot's master
-	name      string
-	pending   string
-	archived  string
-	mark      string // written where a script wrote nothing else, and by Probe
-	ack       Ack
-	src       string        // the script: the status library, then scriptLua
-	script    *redis.Script // of src
-	hasStatus bool          // a status library was given
-	published atomic.Bool   // SADD asynq:queues done by this process
-	now       func() time.Time
-	auto      *durable.Replicas // AckAuto's count, by master address ("" outside a cluster)
+	rdb      redis.UniversalClient
+	cluster  *redis.ClusterClient // rdb, when it is one: the script goes to the slot's master
+	name     string
+	pending  string
+	archived string
+	mark     string // written where a script wrote nothing else, and by Probe
+	// taskPrefix and ledgerPrefix make a task's two keys (TaskKey, tasks.LedgerKey);
+	// pendingArg, archivedArg and markArg are the queue's keys boxed once for the script.
+	taskPrefix, ledgerPrefix         string
+	pendingArg, archivedArg, markArg any
+	evalSha, evalSrc                 any // the script's hash and source, boxed once
+	ack                              Ack
+	src                              string        // the script: the status library, then scriptLua
+	script                           *redis.Script // of src
+	hasStatus                        bool          // a status library was given
+	published                        atomic.Bool   // SADD asynq:queues done by this process
+	now                              func() time.Time
+	auto                             *durable.Replicas // AckAuto's count, by master address ("" outside a cluster)
 }
 
 // New returns a Queue for the asynq queue name on rdb that waits for replicas as ack says.
@@ -153,6 +158,9 @@ func New(rdb redis.UniversalClient, name string, ack Ack, statusLua string) *Que
 		mark: tasks.KeyPrefix + "{" + name + "}:acked", ack: ack, now: time.Now, auto: durable.NewReplicas(ack.Refresh, ack.Hold),
 		src: statusLua + "\n" + scriptLua, hasStatus: statusLua != ""}
 	q.script = redis.NewScript(q.src)
+	q.taskPrefix, q.ledgerPrefix = prefix+"t:", tasks.LedgerKey(name, "")
+	q.pendingArg, q.archivedArg, q.markArg = q.pending, q.archived, q.mark
+	q.evalSha, q.evalSrc = q.script.Hash(), q.src
 	q.cluster, _ = rdb.(*redis.ClusterClient)
 	return q
 }
@@ -161,7 +169,7 @@ func New(rdb redis.UniversalClient, name string, ack Ack, statusLua string) *Que
 func (q *Queue) Name() string { return q.name }
 
 // TaskKey is asynq's hash of one task (base.TaskKey).
-func (q *Queue) TaskKey(id string) string { return "asynq:{" + q.name + "}:t:" + id }
+func (q *Queue) TaskKey(id string) string { return q.taskPrefix + id }
 
 // script's KEYS are, per task i (1-based), KEYS[2i-1] = its asynq task hash and
 // KEYS[2i] = its ledger key; then the queue's pending list, its archived zset and the
@@ -254,20 +262,8 @@ func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error)
 	if err != nil {
 		return nil, Acked{}, fmt.Errorf("enqueue: %w", err)
 	}
-	keys := make([]string, 0, 2*len(ts)+3)
-	args := make([]any, 0, 3*len(ts)+3)
-	markFlag := "0"
-	if want > 0 {
-		markFlag = "1"
-	}
-	args = append(args, q.now().UnixNano(), markFlag, prefix)
-	for _, t := range ts {
-		keys = append(keys, q.TaskKey(t.ID), tasks.LedgerKey(q.name, t.ID))
-		args = append(args, t.Message, t.ID, t.Status)
-	}
-	keys = append(keys, q.pending, q.archived, q.mark)
-
-	raw, acked, err := q.run(ctx, node, addr, want, keys, args)
+	args := q.scriptArgs(ts, want > 0, prefix)
+	raw, acked, err := q.run(ctx, node, addr, want, args)
 	if err != nil {
 		return nil, acked, fmt.Errorf("enqueue: %w", err)
 	}
@@ -285,6 +281,42 @@ func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error)
 	}
 	return out, acked, nil
 }
+
+// scriptArgs is the script's command after its first two words (EVALSHA sha or EVAL
+// source): numkeys, KEYS and ARGV as the comment on scriptLua lays them out. It is built
+// here rather than by go-redis's EvalSha, which copies keys and args into a slice of its
+// own and boxes each into an interface: the strings go into one backing array and are
+// passed by pointer (go-redis writes a *string as the string), each task's two keys are
+// one string sliced in two, and the queue's own keys are boxed once in New. What Redis
+// receives is the same bytes.
+func (q *Queue) scriptArgs(ts []Task, mark bool, prefix string) []any {
+	n := len(ts)
+	nkeys := 2*n + 3
+	args := make([]any, 2, 2+1+nkeys+3+3*n)
+	args = append(args, nkeys)
+	// strs holds per task its task key, ledger key, id and status; then the prefix.
+	strs := make([]string, 4*n+1)
+	for i, t := range ts {
+		k := q.taskPrefix + t.ID + q.ledgerPrefix + t.ID
+		split := len(q.taskPrefix) + len(t.ID)
+		strs[4*i], strs[4*i+1], strs[4*i+2], strs[4*i+3] = k[:split], k[split:], t.ID, t.Status
+		args = append(args, &strs[4*i], &strs[4*i+1])
+	}
+	args = append(args, q.pendingArg, q.archivedArg, q.markArg)
+	markFlag := argNoMark
+	if mark {
+		markFlag = argMark
+	}
+	strs[4*n] = prefix
+	args = append(args, q.now().UnixNano(), markFlag, &strs[4*n])
+	for i, t := range ts {
+		args = append(args, t.Message, &strs[4*i+2], &strs[4*i+3])
+	}
+	return args
+}
+
+// ARGV[2]'s two values, boxed once.
+var argNoMark, argMark any = "0", "1"
 
 // Probe checks the enqueue path without enqueueing: it writes the marker key and waits
 // for the replicas as an enqueue would, on the same kind of connection, in one round trip.
@@ -330,13 +362,16 @@ func (q *Queue) node(ctx context.Context) (pipeliner, string, error) {
 // pipeliner is what node returns: *redis.Client or the UniversalClient.
 type pipeliner interface {
 	Pipeline() redis.Pipeliner
+	Process(ctx context.Context, cmd redis.Cmder) error
 	Info(ctx context.Context, section ...string) *redis.StringCmd
 }
 
 // run sends the script (EVALSHA, EVAL when Redis does not have it cached), then WAIT when
 // want > 0, and, until it succeeded once, asynq's SADD of the queue name, in one pipeline
-// on one connection.
-func (q *Queue) run(ctx context.Context, node pipeliner, addr string, want int, keys []string, args []any) (any, Acked, error) {
+// on one connection; with neither WAIT nor SADD, the script alone (one command, one round
+// trip, without a pipeline's own allocations). args is scriptArgs's, its first two
+// elements left for the command's name and the hash or source.
+func (q *Queue) run(ctx context.Context, node pipeliner, addr string, want int, args []any) (any, Acked, error) {
 	publish := !q.published.Load()
 	if publish && q.cluster != nil {
 		// asynq:queues lives in another slot, maybe on another master: its own round trip,
@@ -347,22 +382,29 @@ func (q *Queue) run(ctx context.Context, node pipeliner, addr string, want int, 
 		publish = false
 	}
 	for _, sha := range []bool{true, false} {
-		pipe := node.Pipeline()
-		var sadd *redis.IntCmd
-		if publish {
-			sadd = pipe.SAdd(ctx, allQueues, q.name)
-		}
-		var cmd *redis.Cmd
 		if sha {
-			cmd = pipe.EvalSha(ctx, q.script.Hash(), keys, args...)
+			args[0], args[1] = "evalsha", q.evalSha
 		} else {
-			cmd = pipe.Eval(ctx, q.src, keys, args...)
+			args[0], args[1] = "eval", q.evalSrc
 		}
+		// What go-redis's EvalSha and Eval build, on args as they are.
+		cmd := redis.NewCmd(ctx, args...)
+		cmd.SetFirstKeyPos(3)
+		var sadd *redis.IntCmd
 		var wait *redis.Cmd
-		if want > 0 {
-			wait = q.wait(ctx, pipe, want)
+		if !publish && want <= 0 {
+			_ = node.Process(ctx, cmd) // the error is read below
+		} else {
+			pipe := node.Pipeline()
+			if publish {
+				sadd = pipe.SAdd(ctx, allQueues, q.name)
+			}
+			_ = pipe.Process(ctx, cmd)
+			if want > 0 {
+				wait = q.wait(ctx, pipe, want)
+			}
+			_, _ = pipe.Exec(ctx) // errors are read per command below
 		}
-		_, _ = pipe.Exec(ctx) // errors are read per command below
 		if sadd != nil && sadd.Err() == nil {
 			q.published.Store(true)
 		}
