@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/miitel-crm-sync/miitel-crm-sync/receiver/internal/naive"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
@@ -173,7 +173,7 @@ func BenchmarkAcceptVsBaselines(b *testing.B) {
 			ctx := context.Background()
 			handler := h.r.Handler()
 			client := asynq.NewClientFromRedisClient(h.rdb)
-			naive := naiveHandler(b, client)
+			baseline := naive.Handler(client, testQueue)
 			var recv, nai, flo time.Duration
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
@@ -192,7 +192,7 @@ func BenchmarkAcceptVsBaselines(b *testing.B) {
 				recv += time.Since(start)
 				b.StopTimer()
 				start = time.Now()
-				serve(b, naive, "/naive", bd)
+				serve(b, baseline, "/naive", bd)
 				nai += time.Since(start)
 				start = time.Now()
 				if _, err := client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCallEvent, bd),
@@ -219,35 +219,4 @@ func serve(b *testing.B, h http.Handler, path string, body []byte) {
 	if rec.Code != http.StatusOK {
 		b.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
 	}
-}
-
-// naiveHandler is the naive baseline receiver (receiver/internal/loadrun has the same as a
-// server for load runs).
-func naiveHandler(b *testing.B, client *asynq.Client) http.Handler {
-	gin.SetMode(gin.ReleaseMode)
-	e := gin.New()
-	e.POST("/naive", func(c *gin.Context) {
-		raw, err := c.GetRawData()
-		if err != nil {
-			c.AbortWithStatus(http.StatusBadRequest)
-			return
-		}
-		var in struct {
-			Challenge *string `json:"challenge"`
-			Call      *struct {
-				ID string `json:"id"`
-			} `json:"call"`
-		}
-		if err := json.Unmarshal(raw, &in); err != nil || in.Call == nil {
-			c.AbortWithStatus(http.StatusBadRequest)
-			return
-		}
-		if _, err := client.EnqueueContext(c.Request.Context(), asynq.NewTask(tasks.TypeCallEvent, raw),
-			asynq.TaskID(in.Call.ID), asynq.Queue(testQueue)); err != nil {
-			c.AbortWithStatus(http.StatusServiceUnavailable)
-			return
-		}
-		c.JSON(http.StatusOK, gin.H{"call_id": in.Call.ID})
-	})
-	return e
 }

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	naivepkg "github.com/miitel-crm-sync/miitel-crm-sync/receiver/internal/naive"
 	"io"
 	"net"
 	"net/http"
@@ -36,7 +37,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -113,31 +113,7 @@ func naive(args []string) error {
 	_ = fs.Parse(args)
 	rdb := redis.NewClient(&redis.Options{Addr: *addr})
 	client := asynq.NewClientFromRedisClient(rdb)
-	gin.SetMode(gin.ReleaseMode)
-	e := gin.New()
-	e.POST("/webhooks/miitel/:route", func(c *gin.Context) {
-		raw, err := c.GetRawData()
-		if err != nil {
-			c.AbortWithStatus(http.StatusBadRequest)
-			return
-		}
-		var in struct {
-			Challenge *string `json:"challenge"`
-			Call      *struct {
-				ID string `json:"id"`
-			} `json:"call"`
-		}
-		if err := json.Unmarshal(raw, &in); err != nil || in.Call == nil {
-			c.AbortWithStatus(http.StatusBadRequest)
-			return
-		}
-		t := asynq.NewTask(tasks.TypeCallEvent, raw)
-		if _, err := client.EnqueueContext(c.Request.Context(), t, asynq.TaskID(in.Call.ID), asynq.Queue(*queue)); err != nil {
-			c.AbortWithStatus(http.StatusServiceUnavailable)
-			return
-		}
-		c.JSON(http.StatusOK, gin.H{"status": "accepted", "call_id": in.Call.ID})
-	})
+	e := naivepkg.Handler(client, *queue)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
