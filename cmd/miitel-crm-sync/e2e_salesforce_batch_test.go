@@ -159,30 +159,8 @@ func TestE2ESalesforceMissingRecordKeyParksCallsUntilCreated(t *testing.T) {
 	for _, name := range samplePayloads {
 		queued += s.post(t, salesforceRoute, readSample(t, name)).Queued
 	}
+	s.waitParkedBroken(t, "sf", queued, salesforce.DocRecordKey)
 	in := s.inspector(t)
-	eventually(t, deliveryTimeout, "every call parked and the connection broken", func() (bool, string) {
-		qi, err := in.GetQueueInfo(queueName)
-		if err != nil {
-			return false, err.Error()
-		}
-		if qi.Archived > 0 {
-			t.Fatalf("%d call(s) dead-lettered for a missing record key field:\n%s", qi.Archived, deadLetters(in))
-		}
-		broken := s.metric(t, "mcs_crm_connection_broken", map[string]string{"connection": "sf"})
-		return qi.Retry == queued && broken == 1, fmt.Sprintf("%d of %d in retry, broken %v", qi.Retry, queued, broken)
-	})
-	parked, err := in.ListRetryTasks(queueName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, task := range parked {
-		if task.Retried >= task.MaxRetry {
-			t.Errorf("task %s: retried %d of %d: a missing field must not use up retries", task.ID, task.Retried, task.MaxRetry)
-		}
-		if wait := time.Until(task.NextProcessAt); wait < time.Minute || !strings.Contains(task.LastErr, salesforce.DocRecordKey) {
-			t.Errorf("task %s: next attempt in %s, %q; want it parked for minutes with the fix", task.ID, wait.Round(time.Second), task.LastErr)
-		}
-	}
 	if n := len(s.sf.Tasks()); n != 0 {
 		t.Fatalf("%d Tasks written without the field", n)
 	}
@@ -296,4 +274,35 @@ func TestE2ESalesforceCollectionPartialFailureItemByItem(t *testing.T) {
 		t.Errorf("status of the locked call after its retry (want done):\n%s", out)
 	}
 	w.stop(t)
+}
+
+// waitParkedBroken waits until all queued calls wait in retry on connection, marked broken
+// for a missing record key, and checks none was dead-lettered or used up its retries, and
+// each is parked for minutes with the fix (a link to doc) as its last error.
+func (s *stack) waitParkedBroken(t *testing.T, connection string, queued int, doc string) {
+	t.Helper()
+	in := s.inspector(t)
+	eventually(t, deliveryTimeout, "every call parked and the connection broken", func() (bool, string) {
+		qi, err := in.GetQueueInfo(queueName)
+		if err != nil {
+			return false, err.Error()
+		}
+		if qi.Archived > 0 {
+			t.Fatalf("%d call(s) dead-lettered for a missing record key:\n%s", qi.Archived, deadLetters(in))
+		}
+		broken := s.metric(t, "mcs_crm_connection_broken", map[string]string{"connection": connection})
+		return qi.Retry == queued && broken == 1, fmt.Sprintf("%d of %d in retry, broken %v", qi.Retry, queued, broken)
+	})
+	parked, err := in.ListRetryTasks(queueName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range parked {
+		if task.Retried >= task.MaxRetry {
+			t.Errorf("task %s: retried %d of %d: a missing record key must not use up retries", task.ID, task.Retried, task.MaxRetry)
+		}
+		if wait := time.Until(task.NextProcessAt); wait < time.Minute || !strings.Contains(task.LastErr, doc) {
+			t.Errorf("task %s: next attempt in %s, %q; want it parked for minutes with the fix", task.ID, wait.Round(time.Second), task.LastErr)
+		}
+	}
 }
