@@ -93,7 +93,7 @@ func newStatus(t *testing.T, rdb redis.UniversalClient) *callstatus.Store {
 // every replica holds the task.
 func TestAckReplicasNever2xxUnreplicated(t *testing.T) {
 	rs := startReplicaSet(t, 2)
-	h := newHarnessOn(t, rs.rdb, withAck(config.AckAuto, 500*time.Millisecond))
+	h := newHarnessOn(t, rs.rdb, withAck(config.AckAuto, 800*time.Millisecond))
 	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	other := edit(t, seed, func(m map[string]any) { detail0(m)["id"] = "other-detail" })
 	if resp, body := h.post("/webhooks/miitel/seed", other, nil); resp.StatusCode != http.StatusOK {
@@ -154,7 +154,7 @@ func TestAckReplicasNever2xxUnreplicated(t *testing.T) {
 // back when it answers.
 func TestReadyTransitions(t *testing.T) {
 	rs := startReplicaSet(t, 1)
-	h := newHarnessOn(t, rs.rdb, withAck(1, 500*time.Millisecond))
+	h := newHarnessOn(t, rs.rdb, withAck(1, 800*time.Millisecond))
 	ctx := context.Background()
 	if err := h.r.Ready(ctx); err != nil {
 		t.Fatalf("Ready: %v", err)

@@ -21,7 +21,7 @@ func TestIDMapWaitsForReplicas(t *testing.T) {
 	master, replica := nodes[0], nodes[1]
 	rdb := master.Client()
 	ctx := context.Background()
-	m := NewIDMap(rdb, "hs", time.Hour, time.Minute).WithAcks(durable.New(rdb, config.AckAuto, 100*time.Millisecond))
+	m := NewIDMap(rdb, "hs", time.Hour, time.Minute).WithAcks(durable.New(rdb, config.AckAuto, time.Second)) // room for a loaded 2-core machine under -race
 	notReplicated := func(t *testing.T, err error) {
 		t.Helper()
 		var ce *Error
