@@ -2,7 +2,8 @@
 // is not part of the shipped binary. Subcommands:
 //
 //	body   write a request body: MiiTel's seed sample, its transcript grown to -size
-//	       bytes, its call id replaced by a marker that gen and wrk.lua splice per request
+//	       bytes, its call id and detail ids replaced by a marker that gen and wrk.lua
+//	       splice per request
 //	naive  serve the naive baseline receiver: gin, bind the JSON into a 2-field struct,
 //	       one asynq Client.Enqueue with TaskID, no auth
 //	floor  the bare-enqueue floor: asynq Client.Enqueue in a loop (closed, -c workers) or
@@ -45,7 +46,10 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
-// marker is the call id in a generated body; each request replaces it with a unique id.
+// marker is the call id in a generated body, and the start of each detail id (marker-D1,
+// ...); each request replaces every occurrence with its unique id. Real traffic gives every
+// call its own detail ids too: a body whose detail id repeated across calls would make every
+// request update one call status record, a hot spot no real sender produces.
 const marker = "LOADRUN-CALL-ID"
 
 func main() {
@@ -80,6 +84,9 @@ func body(args []string) error {
 	}
 	call := m["call"].(map[string]any)
 	call["id"] = marker
+	for i, d := range call["details"].([]any) {
+		d.(map[string]any)["id"] = marker + "-D" + strconv.Itoa(i+1)
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -256,8 +263,8 @@ func gen(args []string) error {
 	if err != nil {
 		return err
 	}
-	head, tail, ok := bytes.Cut(b, []byte(marker))
-	if !ok {
+	parts := bytes.Split(b, []byte(marker))
+	if len(parts) < 2 {
 		return errors.New("body has no call-id marker")
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 0, DisableCompression: true}
@@ -276,8 +283,7 @@ func gen(args []string) error {
 	runID := "g" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	elapsed := run(*rate, *conc, *d, func(i int, due time.Time) {
 		id := runID + "-" + strconv.Itoa(i)
-		body := make([]byte, 0, len(head)+len(id)+len(tail))
-		body = append(append(append(body, head...), id...), tail...)
+		body := bytes.Join(parts, []byte(id))
 		req, _ := http.NewRequest(http.MethodPost, *url, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
 		req.Header.Set("User-Agent", "MiiTel-Webhook/v1")

@@ -75,11 +75,13 @@ stop() { # prints the server's peak RSS in MB and the CPU seconds it used (user+
   local hwm cpu
   hwm=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$SPID/status)
   # utime and stime, fields 14 and 15 of /proc/PID/stat (after the parenthesised name)
-  cpu=$(sed 's/^.*) //' /proc/$SPID/stat | awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($12+$13)/hz}')
+  cpu=$(cpu_of "$SPID")
   kill "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=
   echo "$hwm $cpu"
 }
 reset() { $R flushall >/dev/null; $R bgrewriteaof >/dev/null 2>&1 || true; }
+# cpu_of PID: the CPU seconds (user+system) PID has used so far
+cpu_of() { sed 's/^.*) //' /proc/$1/stat | awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($12+$13)/hz}'; }
 
 # one_run SCENARIO VARIANT ROUND: prints a TSV line
 one_run() {
@@ -91,6 +93,8 @@ one_run() {
   esac
   reset
   rm -f "$OUT"/ids.*
+  local rcpu0 rcpu
+  rcpu0=$(cpu_of "$RPID")
   if [ "$v" = floor ]; then
     [[ $sc == huge* ]] && return 0 # a flood of refused bodies has no enqueue floor
     res=$("$LR" floor -redis "127.0.0.1:$RPORT" -rate $rate -c $conc -duration "$DUR" -body "$OUT/$body.json")
@@ -116,12 +120,15 @@ one_run() {
     read -r rss cpu < <(stop)
     chk=$("$LR" check -redis "127.0.0.1:$RPORT" -queue miitel "$OUT"/ids.* 2>&1 | tail -1)
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$v" "$round" "$rss" "$res" "$chk" "$cpu"
+  # Redis's CPU over the run (the check's reads included): the script a variant runs costs
+  # Redis time, which shares the machine's cores with the server.
+  rcpu=$(awk -v a="$rcpu0" -v b="$(cpu_of "$RPID")" 'BEGIN {printf "%.2f", b-a}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$v" "$round" "$rss" "$res" "$chk" "$cpu" "$rcpu"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r), $(redis-server --version | cut -d' ' -f3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2), $(go version | cut -d' ' -f3) DUR=$DUR ROUNDS=$ROUNDS"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf 'scenario\tvariant\tround\tpeak_rss_mb\tresult\tcheck\tcpu_s\n'
+printf 'scenario\tvariant\tround\tpeak_rss_mb\tresult\tcheck\tcpu_s\tredis_cpu_s\n'
 for sc in $SCENARIOS; do
   for round in $(seq 1 "$ROUNDS"); do
     for v in naive receiver floor; do
@@ -132,13 +139,14 @@ done | tee "$OUT/results.tsv"
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 # cpu_us_per_req: the server's CPU time over the requests it answered, the figure that
 # depends least on what else the machine runs (the floor has no server process: "-").
-echo "# medians (scenario variant req/s p50 p99 peak_rss_mb cpu_us_per_req):"
+echo "# medians (scenario variant req/s p50 p99 peak_rss_mb cpu_us_per_req redis_cpu_us_per_req):"
 awk -F'\t' '$1 != "scenario" && $1 !~ /^#/ {
     k=$1" "$2; match($5, /"req_per_s":[0-9.]+/); r=substr($5, RSTART+12, RLENGTH-12)
     match($5, /"p50_ms":[0-9.]+/); p5=substr($5, RSTART+9, RLENGTH-9)
     match($5, /"p99_ms":[0-9.]+/); p9=substr($5, RSTART+9, RLENGTH-9)
     match($5, /"sent":[0-9]+/); n=substr($5, RSTART+7, RLENGTH-7)
     C[k]=C[k]" "(($7 != "-" && $7 != "" && n > 0) ? sprintf("%.0f", $7*1e6/n) : "-")
+    RC[k]=RC[k]" "(($8 != "" && n > 0) ? sprintf("%.0f", $8*1e6/n) : "-")
     R[k]=R[k]" "r; P5[k]=P5[k]" "p5; P9[k]=P9[k]" "p9; M[k]=M[k]" "$4; keys[k]=1 }
   function med(s,   a, n, i, j, t) { n=split(s, a, " "); for (i=1;i<=n;i++) for (j=i+1;j<=n;j++) if (a[j]+0 < a[i]+0) {t=a[i];a[i]=a[j];a[j]=t}; return a[int((n+1)/2)] }
-  END { for (k in keys) printf "%s\t%s\t%s\t%s\t%s\t%s\n", k, med(R[k]), med(P5[k]), med(P9[k]), med(M[k]), med(C[k]) }' "$OUT/results.tsv" | sort
+  END { for (k in keys) printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k, med(R[k]), med(P5[k]), med(P9[k]), med(M[k]), med(C[k]), med(RC[k]) }' "$OUT/results.tsv" | sort

@@ -1,5 +1,5 @@
 -- wrk script of `make load-receiver`: POST the body file (env LOADRUN_BODY) with a unique
--- call id spliced in per request, and write the call id of every 2xx to
+-- call id spliced in per request at every marker (the call id and each detail id's start), and write the call id of every 2xx to
 -- $LOADRUN_IDS.<thread> so `loadrun check` can prove each is in Redis.
 local marker = "LOADRUN-CALL-ID"
 local threads = {}
@@ -14,8 +14,16 @@ function init(args)
   local f = assert(io.open(os.getenv("LOADRUN_BODY"), "rb"))
   local b = f:read("*a")
   f:close()
-  local s, e = string.find(b, marker, 1, true)
-  head, tail = string.sub(b, 1, s - 1), string.sub(b, e + 1)
+  parts = {}
+  local from = 1
+  while true do
+    local s, e = string.find(b, marker, from, true)
+    if not s then break end
+    table.insert(parts, string.sub(b, from, s - 1))
+    from = e + 1
+  end
+  assert(#parts > 0, "body has no call-id marker")
+  table.insert(parts, string.sub(b, from))
   prefix = "w" .. tostring(os.time()) .. "-" .. tid .. "-"
   out = assert(io.open(os.getenv("LOADRUN_IDS") .. "." .. tid, "w"))
   out:setvbuf("line")
@@ -28,7 +36,7 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format(nil, nil, nil, head .. prefix .. counter .. tail)
+  return wrk.format(nil, nil, nil, table.concat(parts, prefix .. counter))
 end
 
 function response(status, headers, body)
