@@ -25,3 +25,19 @@ func receiverMemoryLimit(getenv func(string) string, role config.Role, s config.
 	}
 	return s.MaxInflightBytes + memoryHeadroom, true
 }
+
+// receiverGCPercent is the GC target (runtime/debug.SetGCPercent) of a process that runs
+// the receiver alone under a memory limit (its default one or a set GOMEMLIMIT) when GOGC
+// is not set: 400 instead of the runtime's 100. The receiver's live heap is small (a few
+// MiB beside its in-flight bodies) and nearly all it allocates is one request's garbage, so
+// with GOGC=100 the collector ran every few MiB: 9% of the receiver's CPU in a closed-loop
+// run. The memory limit, not GOGC, is what bounds its heap under a flood; below it a
+// larger target only lets the garbage of more requests wait for one collection
+// (docs/BENCHMARKS.md "Receiver"). A set GOGC always wins; with GOMEMLIMIT=off nothing would
+// bound a larger target, so it stays the runtime's.
+func receiverGCPercent(getenv func(string) string, role config.Role, limited bool) (int, bool) {
+	if !role.Receiver || role.Worker || getenv("GOGC") != "" || !limited {
+		return 0, false
+	}
+	return 400, true
+}

@@ -40,3 +40,36 @@ func TestReceiverMemoryLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestReceiverGCPercent: a receiver-only process under a memory limit collects at GOGC=400
+// unless GOGC is set; without a limit, or with the worker's role, the runtime's stays.
+func TestReceiverGCPercent(t *testing.T) {
+	cases := []struct {
+		name    string
+		gogc    string
+		role    config.Role
+		limited bool
+		want    int
+		isSet   bool
+	}{
+		{"receiver under a limit", "", config.Role{Receiver: true}, true, 400, true},
+		{"GOGC set", "100", config.Role{Receiver: true}, true, 0, false},
+		{"no memory limit", "", config.Role{Receiver: true}, false, 0, false},
+		{"worker", "", config.Role{Worker: true}, true, 0, false},
+		{"serve", "", config.RoleAll, true, 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string {
+				if k == "GOGC" {
+					return tc.gogc
+				}
+				return ""
+			}
+			got, ok := receiverGCPercent(getenv, tc.role, tc.limited)
+			if got != tc.want || ok != tc.isSet {
+				t.Errorf("receiverGCPercent = %d, %v; want %d, %v", got, ok, tc.want, tc.isSet)
+			}
+		})
+	}
+}

@@ -80,10 +80,17 @@ func runProcess(ctx context.Context, o *processOptions) error {
 	log, text := newLogger(env, cfg.Log)
 	env.redisLog.use(log)
 	logStart(ctx, log, text, o.name, cfg)
-	if limit, ok := receiverMemoryLimit(env.getenv, role, cfg.Server); ok {
+	limit, ok := receiverMemoryLimit(env.getenv, role, cfg.Server)
+	if ok {
 		prev := debug.SetMemoryLimit(limit)
 		defer debug.SetMemoryLimit(prev) // in-process runs (tests) get the runtime's back
 		log.Info("memory limit set: server.max_inflight_bytes + 32 MiB (GOMEMLIMIT overrides)", "memory_limit_bytes", limit)
+	}
+	limited := ok || (env.getenv("GOMEMLIMIT") != "" && env.getenv("GOMEMLIMIT") != "off")
+	if pct, ok := receiverGCPercent(env.getenv, role, limited); ok {
+		prev := debug.SetGCPercent(pct)
+		defer debug.SetGCPercent(prev)
+		log.Info("GC target set under the memory limit (GOGC overrides)", "gc_percent", pct)
 	}
 
 	rdb, closeRedis, err := openRedis(cfg.Redis, log)
