@@ -138,7 +138,8 @@ type Worker struct {
 	// MetricsListen is deprecated: ops.listen is where every process serves its probes,
 	// metrics and admin API. A value other than the default still moves the ops listener
 	// there when ops.listen is left at its default, so existing configs keep working.
-	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen" env:"MCS_WORKER_METRICS_LISTEN"`
+	// Unset by default, and left out of the effective configuration when unset.
+	MetricsListen string `yaml:"metrics_listen,omitempty" json:"metrics_listen,omitempty" env:"MCS_WORKER_METRICS_LISTEN"`
 	// CheckInterval is how often a worker runs the connection check again while any line of
 	// it failed or could not be verified, so a fixed CRM setting clears without a restart.
 	CheckInterval time.Duration `yaml:"check_interval" json:"check_interval"`

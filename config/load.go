@@ -65,7 +65,6 @@ func Default() *Config {
 			RetryBase:       10 * time.Second,
 			RetryMax:        6 * time.Hour,
 			PollInterval:    5 * time.Second,
-			MetricsListen:   ":9090",
 			CheckInterval:   5 * time.Minute,
 		},
 		Ops: Ops{Listen: ":9090"},

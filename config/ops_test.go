@@ -97,3 +97,28 @@ func TestOpsValidation(t *testing.T) {
 		}
 	}
 }
+
+// worker.metrics_listen is deprecated for ops.listen: unset by default and absent from the
+// effective configuration, it still moves the ops listener where an old file sets it.
+func TestDeprecatedMetricsListen(t *testing.T) {
+	cfg, err := Load("", envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Dump(); strings.Contains(d, "metrics_listen") {
+		t.Errorf("the effective configuration shows the deprecated worker.metrics_listen:\n%s", d)
+	}
+	if cfg.Ops.Listen != ":9090" {
+		t.Errorf("ops.listen = %q, want the default :9090", cfg.Ops.Listen)
+	}
+	cfg, err = Load("", envMap(map[string]string{"MCS_WORKER_METRICS_LISTEN": ":9191"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Ops.Listen != ":9191" {
+		t.Errorf("ops.listen = %q, want :9191 from the deprecated worker.metrics_listen", cfg.Ops.Listen)
+	}
+	if d := cfg.Dump(); !strings.Contains(d, "metrics_listen") {
+		t.Errorf("a set worker.metrics_listen is missing from the effective configuration:\n%s", d)
+	}
+}

@@ -54,8 +54,10 @@ func HubSpotScopes() []string {
 // would use, so the dump shows it. Only zero values are filled; validation still sees what
 // the admin wrote (a negative rate limit stays negative and is refused).
 func (c *Config) fillDefaults() {
-	// worker.metrics_listen was the worker's ops address before every process had one.
-	if d := Default(); c.Worker.MetricsListen != d.Worker.MetricsListen && c.Ops.Listen == d.Ops.Listen {
+	// worker.metrics_listen was the worker's ops address before every process had one; it
+	// has no default of its own, so the dump shows it only where a file or MCS_ variable
+	// still sets it.
+	if d := Default(); c.Worker.MetricsListen != "" && c.Ops.Listen == d.Ops.Listen {
 		c.Ops.Listen = c.Worker.MetricsListen
 	}
 	for i := range c.Connections {
