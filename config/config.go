@@ -136,9 +136,9 @@ type Worker struct {
 	// HotReload watches mapping files and switches to a changed valid one without restart.
 	HotReload bool `yaml:"hot_reload" json:"hot_reload" env:"MCS_WORKER_HOT_RELOAD"`
 	// MetricsListen is deprecated: ops.listen is where every process serves its probes,
-	// metrics and admin API. A value other than the default still moves the ops listener
-	// there when ops.listen is left at its default, so existing configs keep working.
-	// Unset by default, and left out of the effective configuration when unset.
+	// metrics and admin API. Unset by default and left out of the effective configuration
+	// when unset; a value set still moves the ops listener there when ops.listen is left at
+	// its default, so existing configs keep working.
 	MetricsListen string `yaml:"metrics_listen,omitempty" json:"metrics_listen,omitempty" env:"MCS_WORKER_METRICS_LISTEN"`
 	// CheckInterval is how often a worker runs the connection check again while any line of
 	// it failed or could not be verified, so a fixed CRM setting clears without a restart.

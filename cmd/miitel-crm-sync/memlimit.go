@@ -35,7 +35,9 @@ func receiverMemoryLimit(getenv func(string) string, role config.Role, s config.
 // larger target only lets the garbage of more requests wait for one collection
 // (docs/BENCHMARKS.md "Receiver"). A set GOGC always wins; with GOMEMLIMIT=off nothing would
 // bound a larger target, so it stays the runtime's.
-func receiverGCPercent(getenv func(string) string, role config.Role, limited bool) (int, bool) {
+func receiverGCPercent(getenv func(string) string, role config.Role, s config.Server) (int, bool) {
+	_, ownLimit := receiverMemoryLimit(getenv, role, s)
+	limited := ownLimit || (getenv("GOMEMLIMIT") != "" && getenv("GOMEMLIMIT") != "off")
 	if !role.Receiver || role.Worker || getenv("GOGC") != "" || !limited {
 		return 0, false
 	}

@@ -41,32 +41,31 @@ func TestReceiverMemoryLimit(t *testing.T) {
 	}
 }
 
-// TestReceiverGCPercent: a receiver-only process under a memory limit collects at GOGC=400
-// unless GOGC is set; without a limit, or with the worker's role, the runtime's stays.
+// TestReceiverGCPercent: a receiver-only process under a memory limit (its own default or a
+// set GOMEMLIMIT) collects at GOGC=400 unless GOGC is set; with GOMEMLIMIT=off, or with the
+// worker's role, the runtime's stays.
 func TestReceiverGCPercent(t *testing.T) {
+	srv := config.Server{MaxInflightBytes: 64 << 20}
 	cases := []struct {
-		name    string
-		gogc    string
-		role    config.Role
-		limited bool
-		want    int
-		isSet   bool
+		name  string
+		env   map[string]string
+		role  config.Role
+		srv   config.Server
+		want  int
+		isSet bool
 	}{
-		{"receiver under a limit", "", config.Role{Receiver: true}, true, 400, true},
-		{"GOGC set", "100", config.Role{Receiver: true}, true, 0, false},
-		{"no memory limit", "", config.Role{Receiver: true}, false, 0, false},
-		{"worker", "", config.Role{Worker: true}, true, 0, false},
-		{"serve", "", config.RoleAll, true, 0, false},
+		{"receiver under its own limit", nil, config.Role{Receiver: true}, srv, 400, true},
+		{"receiver under GOMEMLIMIT", map[string]string{"GOMEMLIMIT": "256MiB"}, config.Role{Receiver: true}, srv, 400, true},
+		{"no in-flight budget, GOMEMLIMIT set", map[string]string{"GOMEMLIMIT": "256MiB"}, config.Role{Receiver: true}, config.Server{}, 400, true},
+		{"no limit at all", nil, config.Role{Receiver: true}, config.Server{}, 0, false},
+		{"GOMEMLIMIT off", map[string]string{"GOMEMLIMIT": "off"}, config.Role{Receiver: true}, srv, 0, false},
+		{"GOGC set", map[string]string{"GOGC": "100"}, config.Role{Receiver: true}, srv, 0, false},
+		{"worker", nil, config.Role{Worker: true}, srv, 0, false},
+		{"serve", map[string]string{"GOMEMLIMIT": "256MiB"}, config.RoleAll, srv, 0, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			getenv := func(k string) string {
-				if k == "GOGC" {
-					return tc.gogc
-				}
-				return ""
-			}
-			got, ok := receiverGCPercent(getenv, tc.role, tc.limited)
+			got, ok := receiverGCPercent(func(k string) string { return tc.env[k] }, tc.role, tc.srv)
 			if got != tc.want || ok != tc.isSet {
 				t.Errorf("receiverGCPercent = %d, %v; want %d, %v", got, ok, tc.want, tc.isSet)
 			}

@@ -80,14 +80,12 @@ func runProcess(ctx context.Context, o *processOptions) error {
 	log, text := newLogger(env, cfg.Log)
 	env.redisLog.use(log)
 	logStart(ctx, log, text, o.name, cfg)
-	limit, ok := receiverMemoryLimit(env.getenv, role, cfg.Server)
-	if ok {
+	if limit, ok := receiverMemoryLimit(env.getenv, role, cfg.Server); ok {
 		prev := debug.SetMemoryLimit(limit)
 		defer debug.SetMemoryLimit(prev) // in-process runs (tests) get the runtime's back
 		log.Info("memory limit set: server.max_inflight_bytes + 32 MiB (GOMEMLIMIT overrides)", "memory_limit_bytes", limit)
 	}
-	limited := ok || (env.getenv("GOMEMLIMIT") != "" && env.getenv("GOMEMLIMIT") != "off")
-	if pct, ok := receiverGCPercent(env.getenv, role, limited); ok {
+	if pct, ok := receiverGCPercent(env.getenv, role, cfg.Server); ok {
 		prev := debug.SetGCPercent(pct)
 		defer debug.SetGCPercent(prev)
 		log.Info("GC target set under the memory limit (GOGC overrides)", "gc_percent", pct)
