@@ -3,9 +3,7 @@ package receiver
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -267,27 +265,6 @@ func TestStatusOnCluster(t *testing.T) {
 	if err := h.r.Ready(context.Background()); err != nil {
 		t.Errorf("Ready on the cluster: %v", err)
 	}
-}
-
-// newHarnessOnUniversal is newHarnessOn for any client (a Cluster's); the harness's
-// *redis.Client helpers (pending, redisKeys) are not available on it.
-func newHarnessOnUniversal(t *testing.T, rdb redis.UniversalClient, opts ...harnessOption) *harness {
-	t.Helper()
-	logs := &syncBuffer{}
-	o := Options{
-		Routes: testRoutes(), Server: testServer(), Queue: testQueueConfig(), Redis: rdb,
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: func() time.Time { return fixedNow },
-	}
-	for _, f := range opts {
-		f(&o)
-	}
-	r, err := New(o)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	hs := httptest.NewServer(r.Handler())
-	t.Cleanup(hs.Close)
-	return &harness{t: t, r: r, http: hs, logs: logs}
 }
 
 // isRedisDown: Ready's error for a Redis that refuses connections, which takes go-redis a

@@ -109,6 +109,15 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 
 func newHarnessOn(t testing.TB, rdb *redis.Client, opts ...harnessOption) *harness {
 	t.Helper()
+	h := newHarnessOnUniversal(t, rdb, opts...)
+	h.rdb, h.insp = rdb, asynq.NewInspectorFromRedisClient(rdb)
+	return h
+}
+
+// newHarnessOnUniversal is newHarnessOn for any client (a Cluster's); the harness's
+// *redis.Client helpers (pending, redisKeys, the inspector) are not available on it.
+func newHarnessOnUniversal(t testing.TB, rdb redis.UniversalClient, opts ...harnessOption) *harness {
+	t.Helper()
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
 	o := Options{
@@ -125,7 +134,7 @@ func newHarnessOn(t testing.TB, rdb *redis.Client, opts ...harnessOption) *harne
 	}
 	hs := httptest.NewServer(r.Handler())
 	t.Cleanup(hs.Close)
-	return &harness{t: t, rdb: rdb, r: r, http: hs, reg: reg, logs: logs, insp: asynq.NewInspectorFromRedisClient(rdb)}
+	return &harness{t: t, r: r, http: hs, reg: reg, logs: logs}
 }
 
 // post sends body to path the way MiiTel does, plus hdr.
