@@ -26,14 +26,15 @@ type taskQueue interface {
 }
 
 // StatusRecorder gives the call status's arguments for one received event
-// (callstatus.Store.ReceiveArgs: its key prefix and its JSON argument), which the enqueue
-// script records with the task, so the status costs no round trip.
+// (callstatus.Store.ReceiveArgs: its key prefix, the detail's member and the JSON
+// argument), which the enqueue script notes with the task, so the status costs no round
+// trip.
 type StatusRecorder interface {
 	ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error)
 }
 
-// Status is the call status the enqueue script records each received event in: the Lua
-// library defining mcs_status_received (callstatus.LuaLibrary) and its arguments per event
+// Status is the call status the enqueue script notes each received event in: the Lua
+// library defining mcs_status_defer (callstatus.LuaLibrary) and its arguments per event
 // (a *callstatus.Store). The receiver cannot import the worker's callstatus (its tests
 // import the receiver), so the caller passes both. The zero Status records nothing.
 type Status struct {
@@ -176,12 +177,13 @@ func (e *Enqueuer) enqueue(ctx context.Context, route string, events []*miitel.E
 			if err != nil {
 				return nil, err
 			}
-			if len(args) != 2 {
-				return nil, fmt.Errorf("receiver: call status arguments: want 2, got %d", len(args))
+			if len(args) != 3 {
+				return nil, fmt.Errorf("receiver: call status arguments: want 3, got %d", len(args))
 			}
 			prefix, _ := args[0].(string)
-			arg, _ := args[1].(string)
-			ts[i].StatusPrefix, ts[i].Status = prefix, arg
+			member, _ := args[1].(string)
+			arg, _ := args[2].(string)
+			ts[i].StatusPrefix, ts[i].StatusMember, ts[i].Status = prefix, member, arg
 		}
 	}
 	start := time.Now()

@@ -119,7 +119,7 @@ func runProcess(ctx context.Context, o *processOptions) error {
 	}
 	deps := opsDeps{cfg: cfg, rdb: rdb, log: log, serveAdmin: true}
 	if role.Receiver {
-		// The receiver records each call it receives in the call status, inside its enqueue
+		// The receiver notes each call it receives in the call status, inside its enqueue
 		// script, so a call waiting for a worker reads as received, not as never sent.
 		st, err := newStatusStore(cfg, rdb, log)
 		if err != nil {
@@ -154,6 +154,9 @@ func runProcess(ctx context.Context, o *processOptions) error {
 			return err
 		}
 		parts = append(parts, func() error { return ops.dead.Run(ctx) })
+		// The receivers only note each receipt; workers fold the notes into the records.
+		reg.MustRegister(ops.status.Collector())
+		parts = append(parts, func() error { return ops.status.RunFolder(ctx, callstatus.FoldInterval) })
 		logRecordKeys(log, cfg, d.mappings)
 		checks.targets = checkTargets(cfg, d.conns, d.mappings)
 		for _, s := range d.watchers {

@@ -12,8 +12,10 @@ import (
 )
 
 // BenchmarkBookkeeping measures what call status adds to one task in the worker (Started,
-// then Delivered) and to one accepted event (Received), against a floor measured in the same
-// run: the ledger SET the worker already writes per task, one round trip to the same Redis.
+// then Delivered) and to one accepted event (Received: recorded at once; note: what the
+// receiver's script does instead, one round trip each; fold: what the folder later does
+// with the notes, per note), against a floor measured in the same run: the ledger SET the
+// worker already writes per task, one round trip to the same Redis.
 // Run: go test -run '^$' -bench Bookkeeping -count 5 ./worker/callstatus (sub-benchmarks
 // alternate within each count, so the variants interleave).
 func BenchmarkBookkeeping(b *testing.B) {
@@ -43,6 +45,25 @@ func BenchmarkBookkeeping(b *testing.B) {
 			if err := s.Received(ctx, call("sales", i%1000, "sato@example.co.jp", t0), i%2 == 1, t0); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	b.Run("note", func(b *testing.B) {
+		for i := range b.N {
+			note(b, s, rdb, call("sales", i%1000, "sato@example.co.jp", t0), i%2 == 1, t0)
+		}
+		b.StopTimer()
+		if _, err := s.Fold(ctx, 0); err != nil { // the next sub-benchmark starts clean
+			b.Fatal(err)
+		}
+	})
+	b.Run("fold", func(b *testing.B) {
+		b.StopTimer()
+		for i := range b.N {
+			note(b, s, rdb, call("sales", i%1000, "sato@example.co.jp", t0), i%2 == 1, t0)
+		}
+		b.StartTimer()
+		if _, err := s.Fold(ctx, 0); err != nil {
+			b.Fatal(err)
 		}
 	})
 }

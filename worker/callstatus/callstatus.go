@@ -4,11 +4,13 @@
 // the attempts, the last error and, once written, the CRM record with its link and whether
 // the contact and the owner were matched.
 //
-// Writers: the receiver records what it accepted (Received, or the Lua functions of
-// LuaLibrary inside its own enqueue script, so the status costs no extra round trip); the
-// worker records each attempt (Started, Failed, Delivered, Skipped). Readers: Get (a call id
-// or a detail id) and List (time range, route, rep, state, phone), used by the admin API
-// and the CLI alike.
+// Writers: the receiver records what it accepted (Received, or, inside its own enqueue
+// script, LuaLibrary's mcs_status_defer, which only notes the receipt, so the status costs
+// no round trip and little Redis time on the webhook's path); the worker records each
+// attempt (Started, Failed, Delivered, Skipped), folding the detail's noted receipts first,
+// and folds the other notes in the background (RunFolder). Readers: Get (a call id or a
+// detail id) and List (time range, route, rep, state, phone), used by the admin API and the
+// CLI alike; both fold what is noted first.
 //
 // A record is one JSON string per detail, changed only by Lua so concurrent writers (the
 // receiver and several workers) never lose each other's updates, under the queue's hash tag
@@ -34,6 +36,7 @@ import (
 	"time"
 
 	"github.com/nyaruka/phonenumbers"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -61,22 +64,40 @@ const (
 // States lists every state, for validating queries.
 var States = []State{Pending, Active, Retry, Parked, Dead, Done, Skipped}
 
-// LuaLibrary defines the Lua function that records an accepted event, for a script of the
+// LuaLibrary defines the Lua function that notes an accepted event, for a script of the
 // same queue to call (the receiver's enqueue script), so the status costs no round trip:
 //
-//	mcs_status_received(prefix, arg, duplicate)  -- duplicate: a Lua boolean the script decided
+//	mcs_status_defer(prefix, member, arg, duplicate)  -- duplicate: a Lua boolean the script decided
 //
-// prefix and arg are the two values ReceiveArgs returns; pass them in ARGV. Every key the
-// function touches is under prefix, which carries the queue's hash tag, so on Redis Cluster
-// it runs in the slot of the queue's asynq keys (the calling script declares those). The
-// function is local: prepend the library to the script's source.
+// prefix, member and arg are the three values ReceiveArgs returns; pass them in ARGV. The
+// function only notes the receipt (two list pushes); the store folds it into the detail's
+// record before a worker's transition of that detail and before every read, and a worker's
+// folder (RunFolder) folds the rest in the background. Every key the function touches is
+// under prefix, which carries the queue's hash tag, so on Redis Cluster it runs in the slot
+// of the queue's asynq keys (the calling script declares those). The function is local:
+// prepend the library to the script's source.
 //
 //go:embed callstatus.lua
 var LuaLibrary string
 
 var (
-	receivedScript   = redis.NewScript(LuaLibrary + "\nreturn mcs_status_received(ARGV[1], ARGV[2], ARGV[3] == '1')")
+	// receivedScript folds the detail's noted receipts first: this receipt follows them.
+	receivedScript = redis.NewScript(LuaLibrary + `
+mcs_status_fold_member(ARGV[1], ARGV[2], nil)
+return mcs_status_received(ARGV[1], ARGV[3], ARGV[4] == '1')`)
 	transitionScript = redis.NewScript(LuaLibrary + "\nreturn mcs_status_transition(ARGV[1], ARGV[2])")
+	foldScript       = redis.NewScript(LuaLibrary + "\nreturn mcs_status_fold(ARGV[1], tonumber(ARGV[2]))")
+)
+
+// foldChunk is how many noted members one fold script takes: a few milliseconds of Redis
+// time, so a backlog never blocks the receivers' enqueues for long. foldRounds bounds the
+// chunks a read folds before it reads (a backlog of foldChunk*foldRounds members and more is
+// a worker outage's; the read then shows what is folded, the rest follows).
+// folderRounds bounds one tick of the folder's, leaving Redis to the others in between.
+const (
+	foldChunk    = 200
+	foldRounds   = 50
+	folderRounds = 100
 )
 
 // maxEvents bounds the events one record lists; MiiTel sends a few per detail (analysis,
@@ -326,8 +347,8 @@ func (s *Store) encode(a arg) (string, error) {
 	return string(b), nil
 }
 
-// ReceiveArgs are the two ARGV values (prefix, argument) of mcs_status_received for one
-// event the receiver accepted at `at`.
+// ReceiveArgs are the three ARGV values (prefix, member, argument) of mcs_status_defer for
+// one event the receiver accepted at `at`.
 func (s *Store) ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error) {
 	a := s.base(ev)
 	a.At = ms(at)
@@ -335,12 +356,13 @@ func (s *Store) ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []any{s.prefix, j}, nil
+	return []any{s.prefix, a.M, j}, nil
 }
 
 // Received records an event the receiver accepted: queued, or a duplicate of one queued or
-// delivered. It is what a receiver without its own script calls after the enqueue, and
-// what mcs_status_received does inside one.
+// delivered. It is what a receiver without its own script calls after the enqueue; one
+// with the script notes the receipt there (mcs_status_defer), to the same effect once
+// folded.
 func (s *Store) Received(ctx context.Context, ev *miitel.Event, duplicate bool, at time.Time) error {
 	args, err := s.ReceiveArgs(ev, at)
 	if err != nil {
@@ -354,6 +376,53 @@ func (s *Store) Received(ctx context.Context, ev *miitel.Event, duplicate bool, 
 		return fmt.Errorf("callstatus: record received event: %w", err)
 	}
 	return nil
+}
+
+// Fold brings every record up to date with the receipts the receiver noted (LuaLibrary),
+// in chunks of foldChunk members, at most rounds chunks (0: until none is left). It
+// reports whether none is left.
+func (s *Store) Fold(ctx context.Context, rounds int) (bool, error) {
+	for i := 0; rounds == 0 || i < rounds; i++ {
+		left, err := foldScript.Run(ctx, s.rdb, []string{s.prefix + "in"}, s.prefix, foldChunk).Int64()
+		if err != nil {
+			return false, fmt.Errorf("callstatus: fold received events: %w", err)
+		}
+		if left == 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// FoldInterval is how often RunFolder folds.
+const FoldInterval = 500 * time.Millisecond
+
+// RunFolder folds the noted receipts every interval until ctx ends, so records stay
+// current and the notes do not pile up while no one reads. Workers run it: every transition
+// folds its own detail first, this the rest (duplicates, calls not yet taken). A failed fold
+// is logged once until one succeeds again (Redis down shows in every other part too).
+func (s *Store) RunFolder(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		_, err := s.Fold(ctx, folderRounds)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil && !failing:
+			failing = true
+			s.log.Warn("call status: folding received events failed; records show them once it works again", "error", err.Error())
+		case err == nil && failing:
+			failing = false
+			s.log.Info("call status: folding received events works again")
+		}
+	}
 }
 
 func (s *Store) transition(ctx context.Context, ev *miitel.Event, t transition) error {
@@ -486,4 +555,31 @@ func snippet(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// Noted is how many receipts the receivers noted that no fold has brought into their records
+// yet (LuaLibrary): a few between the folder's runs, more only while no worker runs.
+func (s *Store) Noted(ctx context.Context) (int64, error) {
+	return s.rdb.LLen(ctx, s.prefix+"in").Result()
+}
+
+// Collector exports Noted at scrape time as mcs_status_unfolded.
+func (s *Store) Collector() prometheus.Collector { return &notedCollector{s: s, desc: notedDesc} }
+
+var notedDesc = prometheus.NewDesc("mcs_status_unfolded",
+	"Call status receipts the receivers noted and no fold has brought into the records yet; grows while no worker runs.", nil, nil)
+
+type notedCollector struct {
+	s    *Store
+	desc *prometheus.Desc
+}
+
+func (c *notedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *notedCollector) Collect(ch chan<- prometheus.Metric) {
+	n, err := c.s.Noted(context.Background())
+	if err != nil {
+		return // mcs_queue_scrape_ok says Redis is unreadable
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n))
 }

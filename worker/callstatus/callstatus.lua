@@ -7,6 +7,8 @@
 --   id:<call id>        SET    the members of a call (a call has several details)
 --   rep:<sha of e-mail> ZSET   the members of a rep's calls, score as idx
 --   ph:<hmac of number> SET    the members of a phone number (phone_search only)
+--   in:<route>:<detail> LIST   receipts noted, not yet folded in (see mcs_status_defer)
+--   in                  LIST   the members with noted receipts
 --
 -- A record holds the call's facts, its events by dedupe key, the detail's state and the last
 -- error and CRM result. Each call takes one JSON argument (see the Go side for the fields).
@@ -50,9 +52,23 @@ local function mcs_status_event(r, k, kind, at, maxev)
   return e
 end
 
--- mcs_status_store writes the record and its indexes, then trims the status to max records
--- (the oldest calls first) and its index to the retention.
-local function mcs_status_store(p, a, r)
+-- mcs_status_trim trims the status to max records (the oldest calls first) and the index to
+-- the retention, as of a (its now, ttl and max), removing up to atleast records over max.
+local function mcs_status_trim(p, a, atleast)
+  redis.call('ZREMRANGEBYSCORE', p .. 'idx', '-inf', '(' .. (tonumber(a.now) - tonumber(a.ttl)))
+  local over = redis.call('ZCARD', p .. 'idx') - tonumber(a.max)
+  if over > 0 then
+    if over > atleast then over = atleast end
+    for _, m in ipairs(redis.call('ZRANGE', p .. 'idx', 0, over - 1)) do
+      if m ~= a.m then redis.call('DEL', p .. 'r:' .. m) end
+      redis.call('ZREM', p .. 'idx', m)
+    end
+  end
+end
+
+-- mcs_status_store writes the record and its indexes, then trims (mcs_status_trim), unless
+-- batch is given: a fold of many receipts trims once at its end (batch.a, the last argument).
+local function mcs_status_store(p, a, r, batch)
   local key = p .. 'r:' .. a.m
   -- Lists are by when a call first reached us: retention then ages index and records alike,
   -- and a backfilled old call is listed with what came in today.
@@ -76,21 +92,17 @@ local function mcs_status_store(p, a, r)
       redis.call('PEXPIRE', p .. 'ph:' .. h, a.ttl)
     end
   end
-  redis.call('ZREMRANGEBYSCORE', p .. 'idx', '-inf', '(' .. (tonumber(a.now) - tonumber(a.ttl)))
-  local over = redis.call('ZCARD', p .. 'idx') - tonumber(a.max)
-  if over > 0 then
-    if over > 100 then over = 100 end
-    for _, m in ipairs(redis.call('ZRANGE', p .. 'idx', 0, over - 1)) do
-      if m ~= a.m then redis.call('DEL', p .. 'r:' .. m) end
-      redis.call('ZREM', p .. 'idx', m)
-    end
+  if batch then
+    batch.a, batch.n = a, batch.n + 1
+  else
+    mcs_status_trim(p, a, 100)
   end
 end
 
 -- mcs_status_received records one event the receiver accepted: queued (pending until a
 -- worker takes it) or, with duplicate true, a duplicate (counted on the event it repeats).
 -- The receiver's script passes what it decided itself (ledger hit, TaskID conflict).
-local function mcs_status_received(p, arg, duplicate)
+local function mcs_status_received(p, arg, duplicate, batch)
   local a = cjson.decode(arg)
   local r = mcs_status_load(p .. 'r:' .. a.m)
   mcs_status_facts(r, a.f)
@@ -105,14 +117,55 @@ local function mcs_status_received(p, arg, duplicate)
       r.attempt = e.attempts or '0'
     end
   end
-  mcs_status_store(p, a, r)
+  mcs_status_store(p, a, r, batch)
   return 1
+end
+
+-- Deferred receipts. Recording a receipt in the record (above) takes a JSON decode and
+-- encode and about ten commands; the receiver's enqueue script, on every webhook request's
+-- path, only notes it (mcs_status_defer: two pushes). A detail's noted receipts are folded
+-- into its record, in the order received, before any worker transition of that detail
+-- (mcs_status_transition), so a transition never lands before the receipt it follows; and
+-- all of them by mcs_status_fold: the worker's folder in the background, and every read
+-- first, so a read sees every call received.
+--   in:<route>:<detail>  LIST  the detail's receipts not yet in its record: '1' (duplicate)
+--                              or '0', then mcs_status_received's argument
+--   in                   LIST  the member of each noted receipt, oldest first
+local function mcs_status_defer(p, m, arg, duplicate)
+  redis.call('RPUSH', p .. 'in:' .. m, (duplicate and '1' or '0') .. arg)
+  redis.call('RPUSH', p .. 'in', m)
+  return 1
+end
+
+-- mcs_status_fold_member folds member m's noted receipts into its record.
+local function mcs_status_fold_member(p, m, batch)
+  local k = p .. 'in:' .. m
+  local items = redis.call('LRANGE', k, 0, -1)
+  if #items == 0 then return 0 end
+  redis.call('DEL', k)
+  for _, it in ipairs(items) do
+    mcs_status_received(p, string.sub(it, 2), string.sub(it, 1, 1) == '1', batch)
+  end
+  return #items
+end
+
+-- mcs_status_fold folds the receipts of up to limit noted members (the oldest first),
+-- trimming once at the end, and returns how many members are still noted.
+local function mcs_status_fold(p, limit)
+  local ms = redis.call('LPOP', p .. 'in', limit)
+  if not ms then return 0 end
+  local batch = {n = 0}
+  for _, m in ipairs(ms) do mcs_status_fold_member(p, m, batch) end
+  if batch.a then mcs_status_trim(p, batch.a, math.max(100, batch.n)) end
+  return redis.call('LLEN', p .. 'in')
 end
 
 -- mcs_status_transition records what a worker did with an event: started (active), failed
 -- (retry, parked, dead), delivered (done) or skipped by the mapping.
 local function mcs_status_transition(p, arg)
   local a = cjson.decode(arg)
+  -- The receipts of this detail first: the transition follows them.
+  mcs_status_fold_member(p, a.m, nil)
   local r = mcs_status_load(p .. 'r:' .. a.m)
   mcs_status_facts(r, a.f)
   local e = mcs_status_event(r, a.k, a.f.kind, a.rat, tonumber(a.maxev)) or {}

@@ -214,8 +214,9 @@ func TestNeverSent(t *testing.T) {
 	}
 }
 
-// The receiver adds the status write to its own enqueue script: the library's function must
-// work inside a foreign script, next to the script's own commands, in one round trip.
+// The receiver adds the status note to its own enqueue script: the library's function must
+// work inside a foreign script, next to the script's own commands, in one round trip, and a
+// read must see what it noted.
 func TestLuaLibraryInsideAnotherScript(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -227,7 +228,7 @@ local n = 0
 for i = 1, #KEYS do
   local dup = redis.call('EXISTS', KEYS[i]) == 1
   if not dup then redis.call('SET', KEYS[i], 'queued') end
-  n = n + mcs_status_received(ARGV[2*i-1], ARGV[2*i], dup)
+  n = n + mcs_status_defer(ARGV[3*i-2], ARGV[3*i-1], ARGV[3*i], dup)
 end
 return n`)
 	evs := parse(t, "sales", "multi_detail.json", t0)

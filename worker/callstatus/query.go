@@ -180,6 +180,9 @@ func (s *Store) Get(ctx context.Context, id string) ([]Status, error) {
 	if id == "" {
 		return nil, errors.New("callstatus: an id is required")
 	}
+	if err := s.foldForRead(ctx); err != nil {
+		return nil, err
+	}
 	members, err := s.rdb.SMembers(ctx, s.prefix+"id:"+id).Result()
 	if err != nil {
 		return nil, fmt.Errorf("callstatus: find %s: %w", id, err)
@@ -200,6 +203,21 @@ func (s *Store) Get(ctx context.Context, id string) ([]Status, error) {
 		return cmp.Or(a.CallAt.Compare(b.CallAt), strings.Compare(a.Route, b.Route), strings.Compare(a.DetailID, b.DetailID))
 	})
 	return out, nil
+}
+
+// foldForRead folds the noted receipts before a read, so it sees every call received. A
+// backlog beyond foldRounds chunks (a worker outage's) is left to the folder: the read
+// shows what is folded, and says so in the log.
+func (s *Store) foldForRead(ctx context.Context) error {
+	done, err := s.Fold(ctx, foldRounds)
+	if err != nil {
+		return err
+	}
+	if !done {
+		s.log.Warn("call status: more received events are waiting to be folded than a read folds; the answer may miss the latest calls",
+			"folded_members", foldChunk*foldRounds)
+	}
+	return nil
 }
 
 const loadChunk = 500
@@ -324,6 +342,9 @@ func (s *Store) List(ctx context.Context, q Query) ([]Status, error) {
 		return nil, queryErrorf("callstatus: limit %d is over %d", limit, MaxLimit)
 	}
 	rep := strings.ToLower(strings.TrimSpace(q.Rep))
+	if err := s.foldForRead(ctx); err != nil {
+		return nil, err
+	}
 	members, err := s.candidates(ctx, r, rep, q.Phone)
 	if err != nil {
 		return nil, err

@@ -20,7 +20,7 @@
 // Replicated acknowledgements (Ack): the script and WAIT numreplicas timeout go in one
 // pipeline on one connection to the master (on a Cluster, the master owning the queue's
 // slot), so an enqueue is done only once that many replicas hold it, still in one round
-// trip. The call status (worker/callstatus) is recorded by the same script.
+// trip. The call status (worker/callstatus) notes each receipt in the same script.
 package enqueue
 
 import (
@@ -58,13 +58,13 @@ const (
 )
 
 // Task is one encoded task: its id (the dedupe key) and its asynq TaskMessage, and the
-// two values (callstatus.Store.ReceiveArgs) that record it in the call status; empty
-// records nothing.
+// three values (callstatus.Store.ReceiveArgs) that note it in the call status; empty
+// notes nothing.
 type Task struct {
 	ID      string
 	Message []byte
-	// StatusPrefix and Status are ReceiveArgs's prefix and argument.
-	StatusPrefix, Status string
+	// StatusPrefix, StatusMember and Status are ReceiveArgs's prefix, member and argument.
+	StatusPrefix, StatusMember, Status string
 }
 
 // AckAuto is Ack.Replicas's "auto": wait for the replicas the master reports online,
@@ -142,7 +142,7 @@ type Queue struct {
 
 // New returns a Queue for the asynq queue name on rdb that waits for replicas as ack says.
 // statusLua is the call status's Lua library (callstatus.LuaLibrary), which defines
-// mcs_status_received; "" when no status is recorded.
+// mcs_status_defer; "" when no status is recorded.
 func New(rdb redis.UniversalClient, name string, ack Ack, statusLua string) *Queue {
 	prefix := "asynq:{" + name + "}:" // base.QueueKeyPrefix
 	if ack.Timeout <= 0 {
@@ -176,14 +176,16 @@ func (q *Queue) TaskKey(id string) string { return q.taskPrefix + id }
 // marker key. ARGV[1] is the current Unix time in nanoseconds (asynq's pending_since),
 // ARGV[2] "1" when a script that wrote nothing must write the marker (an enqueue that
 // waits for replicas), ARGV[3] the call status prefix ("" records no status); then per task
-// its message, id and call status argument. It returns one Result per task.
+// its message, id, call status member and call status argument. It returns one Result per
+// task.
 //
 // Per task, in order: a ledger entry means Delivered. An existing task hash means a TaskID
 // conflict (asynq's enqueueCmd returns 0 there): archived tasks are deleted the way
 // asynq's deleteTaskCmd deletes them and the task is enqueued in their place (Requeued);
 // any other state is a Duplicate. Otherwise the task is enqueued exactly as enqueueCmd
 // does: HSET msg/state/pending_since, LPUSH the id onto pending. Then the event is
-// recorded in the call status (callstatus.LuaLibrary), a duplicate as a duplicate.
+// noted in the call status (callstatus.LuaLibrary's mcs_status_defer), a duplicate as a
+// duplicate.
 //
 // The call status library (callstatus.LuaLibrary, given to New: this package cannot import
 // the worker's) is prepended to the script's source.
@@ -197,7 +199,7 @@ local wrote = false
 local out = {}
 for i = 1, n do
 	local tk, lk = KEYS[2 * i - 1], KEYS[2 * i]
-	local msg, id, st = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
+	local msg, id, sm, st = ARGV[4 * i], ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3]
 	local res = 1
 	if redis.call("EXISTS", lk) == 1 then
 		res = -1
@@ -219,7 +221,7 @@ for i = 1, n do
 		wrote = true
 	end
 	if sp ~= "" and st ~= "" then
-		mcs_status_received(sp, st, res <= 0)
+		mcs_status_defer(sp, sm, st, res <= 0)
 		wrote = true
 	end
 	out[i] = res
@@ -292,25 +294,28 @@ func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error)
 func (q *Queue) scriptArgs(ts []Task, mark bool, prefix string) []any {
 	n := len(ts)
 	nkeys := 2*n + 3
-	args := make([]any, 2, 2+1+nkeys+3+3*n)
+	args := make([]any, 2, 2+1+nkeys+3+4*n)
 	args = append(args, nkeys)
-	// strs holds per task its task key, ledger key, id and status; then the prefix.
-	strs := make([]string, 4*n+1)
+	// strs holds per task its task key, ledger key, id, status member and status; then the
+	// prefix.
+	const per = 5
+	strs := make([]string, per*n+1)
 	for i, t := range ts {
 		k := q.taskPrefix + t.ID + q.ledgerPrefix + t.ID
 		split := len(q.taskPrefix) + len(t.ID)
-		strs[4*i], strs[4*i+1], strs[4*i+2], strs[4*i+3] = k[:split], k[split:], t.ID, t.Status
-		args = append(args, &strs[4*i], &strs[4*i+1])
+		s := strs[per*i : per*i+per]
+		s[0], s[1], s[2], s[3], s[4] = k[:split], k[split:], t.ID, t.StatusMember, t.Status
+		args = append(args, &s[0], &s[1])
 	}
 	args = append(args, q.pendingArg, q.archivedArg, q.markArg)
 	markFlag := argNoMark
 	if mark {
 		markFlag = argMark
 	}
-	strs[4*n] = prefix
-	args = append(args, q.now().UnixNano(), markFlag, &strs[4*n])
+	strs[per*n] = prefix
+	args = append(args, q.now().UnixNano(), markFlag, &strs[per*n])
 	for i, t := range ts {
-		args = append(args, t.Message, &strs[4*i+2], &strs[4*i+3])
+		args = append(args, t.Message, &strs[per*i+2], &strs[per*i+3], &strs[per*i+4])
 	}
 	return args
 }
