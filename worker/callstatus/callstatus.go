@@ -27,7 +27,6 @@ import (
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -340,9 +339,9 @@ func normalize(number string) string {
 }
 
 func (s *Store) encode(a arg) (string, error) {
-	b, err := json.Marshal(a)
+	b, err := appendArg(make([]byte, 0, 512), &a)
 	if err != nil {
-		return "", fmt.Errorf("callstatus: encode: %w", err)
+		return "", err
 	}
 	return string(b), nil
 }

@@ -201,9 +201,12 @@ for i = 1, n do
 	local tk, lk = KEYS[2 * i - 1], KEYS[2 * i]
 	local msg, id, sm, st = ARGV[4 * i], ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3]
 	local res = 1
-	if redis.call("EXISTS", lk) == 1 then
+	-- One EXISTS for both keys: neither exists for nearly every event, and then one call
+	-- decides it; only a hit asks which.
+	local hit = redis.call("EXISTS", lk, tk) > 0
+	if hit and redis.call("EXISTS", lk) == 1 then
 		res = -1
-	elseif redis.call("EXISTS", tk) == 1 then
+	elseif hit then
 		res = 0
 		if redis.call("HGET", tk, "state") == "archived" then
 			redis.call("ZREM", archived, id)
