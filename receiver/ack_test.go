@@ -197,7 +197,7 @@ func TestStatusRecordedAtReceipt(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client()
 	st := newStatus(t, rdb)
-	h := newHarnessOn(t, rdb, func(o *Options) { o.Status = Status{Lua: callstatus.LuaLibrary, Args: st} })
+	h := newHarnessOn(t, rdb, func(o *Options) { o.Status = Status{Lua: callstatus.NoteLua, Args: st} })
 	seed := sample(t, "call_analysis_completed/seed_sample.json")
 	for range 2 {
 		if resp, body := h.post("/webhooks/miitel/seed", seed, nil); resp.StatusCode != http.StatusOK {
@@ -231,7 +231,7 @@ func TestStatusNeedsQueueSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarnessOn(t, rdb, func(o *Options) { o.Status = Status{Lua: callstatus.LuaLibrary, Args: st} })
+	h := newHarnessOn(t, rdb, func(o *Options) { o.Status = Status{Lua: callstatus.NoteLua, Args: st} })
 	resp, body := h.post("/webhooks/miitel/seed", sample(t, "call_analysis_completed/seed_sample.json"), nil)
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("post: %d %s", resp.StatusCode, body)
@@ -251,7 +251,7 @@ func TestStatusOnCluster(t *testing.T) {
 	cl := cs.Client()
 	st := newStatus(t, cl)
 	h := newHarnessOnUniversal(t, cl, func(o *Options) {
-		o.Status = Status{Lua: callstatus.LuaLibrary, Args: st}
+		o.Status = Status{Lua: callstatus.NoteLua, Args: st}
 		o.AckReplicas, o.AckTimeout = config.AckAuto, time.Second
 	})
 	seed := sample(t, "call_analysis_completed/seed_sample.json")

@@ -34,7 +34,7 @@ type StatusRecorder interface {
 }
 
 // Status is the call status the enqueue script notes each received event in: the Lua
-// library defining mcs_status_defer (callstatus.LuaLibrary) and its arguments per event
+// library defining mcs_status_defer (callstatus.NoteLua) and its arguments per event
 // (a *callstatus.Store). The receiver cannot import the worker's callstatus (its tests
 // import the receiver), so the caller passes both. The zero Status records nothing.
 type Status struct {

@@ -39,8 +39,8 @@ type Options struct {
 	// many as the master reports connected.
 	AckReplicas config.AckReplicas
 	AckTimeout  time.Duration
-	// Status records every event received in the enqueue script (callstatus.LuaLibrary and
-	// a callstatus.Store); the zero Status records nothing.
+	// Status notes every event received in the enqueue script (callstatus.NoteLua and
+	// a callstatus.Store); the zero Status notes nothing.
 	Status Status
 }
 

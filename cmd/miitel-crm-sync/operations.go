@@ -132,7 +132,7 @@ func ackReplicas(c config.Redis) config.AckReplicas {
 func newBackfillEnqueuer(cfg *config.Config, rdb redis.UniversalClient, st *callstatus.Store) (replay.Enqueuer, error) {
 	e, err := receiver.NewEnqueuer(receiver.EnqueueOptions{
 		Redis: rdb, Queue: cfg.Queue, AckReplicas: ackReplicas(cfg.Redis), AckTimeout: cfg.Redis.AckTimeout,
-		Timeout: cfg.Server.EnqueueTimeout, Status: receiver.Status{Lua: callstatus.LuaLibrary, Args: st},
+		Timeout: cfg.Server.EnqueueTimeout, Status: receiver.Status{Lua: callstatus.NoteLua, Args: st},
 	})
 	if err != nil {
 		return nil, configError(err)

@@ -129,7 +129,7 @@ func runProcess(ctx context.Context, o *processOptions) error {
 			Routes: cfg.Routes, Server: cfg.Server, Queue: cfg.Queue, Redis: rdb,
 			Logger: log.With("component", "receiver"), Registerer: reg,
 			AckReplicas: ackReplicas(cfg.Redis), AckTimeout: cfg.Redis.AckTimeout,
-			Status: receiver.Status{Lua: callstatus.LuaLibrary, Args: st},
+			Status: receiver.Status{Lua: callstatus.NoteLua, Args: st},
 		}
 		if !cfg.Redis.Embedded() { // the in-process Redis has no replicas to wait for
 			ro.AckReplicas, ro.AckTimeout = cfg.Redis.AckReplicas, cfg.Redis.AckTimeout

@@ -63,8 +63,8 @@ const (
 // States lists every state, for validating queries.
 var States = []State{Pending, Active, Retry, Parked, Dead, Done, Skipped}
 
-// LuaLibrary defines the Lua function that notes an accepted event, for a script of the
-// same queue to call (the receiver's enqueue script), so the status costs no round trip:
+// NoteLua defines the Lua function that notes an accepted event, for a script of the same
+// queue to call (the receiver's enqueue script), so the status costs no round trip:
 //
 //	mcs_status_defer(prefix, member, arg, duplicate)  -- duplicate: a Lua boolean the script decided
 //
@@ -74,10 +74,19 @@ var States = []State{Pending, Active, Retry, Parked, Dead, Done, Skipped}
 // folder (RunFolder) folds the rest in the background. Every key the function touches is
 // under prefix, which carries the queue's hash tag, so on Redis Cluster it runs in the slot
 // of the queue's asynq keys (the calling script declares those). The function is local:
-// prepend the library to the script's source.
+// prepend it to the script's source. It is LuaLibrary's first part, kept apart so the
+// receiver's script carries only it: every local function of a script is built anew on
+// each call.
 //
+//go:embed note.lua
+var NoteLua string
+
 //go:embed callstatus.lua
-var LuaLibrary string
+var libraryLua string
+
+// LuaLibrary is every call status function: NoteLua's, and those that record, fold and
+// transition (callstatus.lua).
+var LuaLibrary = NoteLua + "\n" + libraryLua
 
 var (
 	// receivedScript folds the detail's noted receipts first: this receipt follows them.

@@ -123,7 +123,7 @@ end
 
 -- Deferred receipts. Recording a receipt in the record (above) takes a JSON decode and
 -- encode and about ten commands; the receiver's enqueue script, on every webhook request's
--- path, only notes it (mcs_status_defer: two pushes). A detail's noted receipts are folded
+-- path, only notes it (mcs_status_defer, in note.lua: two pushes). A detail's noted receipts are folded
 -- into its record, in the order received, before any worker transition of that detail
 -- (mcs_status_transition), so a transition never lands before the receipt it follows; and
 -- all of them by mcs_status_fold: the worker's folder in the background, and every read
@@ -131,11 +131,6 @@ end
 --   in:<route>:<detail>  LIST  the detail's receipts not yet in its record: '1' (duplicate)
 --                              or '0', then mcs_status_received's argument
 --   in                   LIST  the member of each noted receipt, oldest first
-local function mcs_status_defer(p, m, arg, duplicate)
-  redis.call('RPUSH', p .. 'in:' .. m, (duplicate and '1' or '0') .. arg)
-  redis.call('RPUSH', p .. 'in', m)
-  return 1
-end
 
 -- mcs_status_fold_member folds member m's noted receipts into its record.
 local function mcs_status_fold_member(p, m, batch)

@@ -181,7 +181,7 @@ func receiverEnqueue(t *testing.T, rdb redis.UniversalClient, q config.Queue, st
 	t.Helper()
 	o := receiver.EnqueueOptions{Redis: rdb, Queue: q, Timeout: 5 * time.Second}
 	if st != nil {
-		o.Status = receiver.Status{Lua: callstatus.LuaLibrary, Args: st}
+		o.Status = receiver.Status{Lua: callstatus.NoteLua, Args: st}
 	}
 	e, err := receiver.NewEnqueuer(o)
 	if err != nil {

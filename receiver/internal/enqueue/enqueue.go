@@ -141,7 +141,7 @@ type Queue struct {
 }
 
 // New returns a Queue for the asynq queue name on rdb that waits for replicas as ack says.
-// statusLua is the call status's Lua library (callstatus.LuaLibrary), which defines
+// statusLua is the call status's Lua library (callstatus.NoteLua), which defines
 // mcs_status_defer; "" when no status is recorded.
 func New(rdb redis.UniversalClient, name string, ack Ack, statusLua string) *Queue {
 	prefix := "asynq:{" + name + "}:" // base.QueueKeyPrefix
@@ -184,10 +184,10 @@ func (q *Queue) TaskKey(id string) string { return q.taskPrefix + id }
 // asynq's deleteTaskCmd deletes them and the task is enqueued in their place (Requeued);
 // any other state is a Duplicate. Otherwise the task is enqueued exactly as enqueueCmd
 // does: HSET msg/state/pending_since, LPUSH the id onto pending. Then the event is
-// noted in the call status (callstatus.LuaLibrary's mcs_status_defer), a duplicate as a
+// noted in the call status (callstatus.NoteLua's mcs_status_defer), a duplicate as a
 // duplicate.
 //
-// The call status library (callstatus.LuaLibrary, given to New: this package cannot import
+// The call status library (callstatus.NoteLua, given to New: this package cannot import
 // the worker's) is prepended to the script's source.
 const scriptLua = `
 local n = (#KEYS - 3) / 2
