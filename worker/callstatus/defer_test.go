@@ -3,6 +3,9 @@ package callstatus
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/miitel-crm-sync/miitel-crm-sync/mappers/miitel"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/crm"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/deadletter"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
 )
 
 // noteScript is what the receiver's enqueue script does for the status: mcs_status_defer.
@@ -219,5 +223,85 @@ func TestRunFolder(t *testing.T) {
 		if st, ok := rawState(t, s, rdb, fmt.Sprintf("sales:detail-%d", i)); !ok || st != Pending {
 			t.Errorf("detail-%d: %q, %v", i, st, ok)
 		}
+	}
+}
+
+// logTap keeps the messages logged, and signals each.
+type logTap struct {
+	mu   sync.Mutex
+	msgs []string
+	ch   chan struct{}
+}
+
+func (l *logTap) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logTap) WithAttrs([]slog.Attr) slog.Handler        { return l }
+func (l *logTap) WithGroup(string) slog.Handler             { return l }
+func (l *logTap) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, r.Level.String()+" "+r.Message)
+	l.mu.Unlock()
+	select {
+	case l.ch <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (l *logTap) count(prefix string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.msgs {
+		if strings.HasPrefix(m, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// await returns once cond holds, failing the test after 15 s.
+func (l *logTap) await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for !cond() {
+		select {
+		case <-l.ch:
+		case <-timeout:
+			t.Fatalf("no %s within 15s; logged: %q", what, l.msgs)
+		}
+	}
+}
+
+// Redis going away does not stop the folder, nor flood the log: one warning for the outage,
+// one line when folding works again, and the notes made meanwhile are folded.
+func TestRunFolderSurvivesAnOutage(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	tap := &logTap{ch: make(chan struct{}, 1)}
+	s, err := New(rdb, Options{Queue: "miitel", Config: config.Default().Status, Logger: slog.New(tap)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.RunFolder(ctx, time.Millisecond) }()
+	srv.Stop()
+	tap.await(t, "warning", func() bool { return tap.count("WARN call status: folding received events failed") > 0 })
+	srv.Restart()
+	tap.await(t, "recovery line", func() bool { return tap.count("INFO call status: folding received events works again") > 0 })
+	if n := tap.count("WARN"); n != 1 {
+		t.Errorf("%d warnings for one outage, want 1: %q", n, tap.msgs)
+	}
+	note(t, s, rdb, call("sales", 1, "a@b", t0), false, t0)
+	deadline := time.Now().Add(15 * time.Second)
+	for noted(t, s, rdb) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the folder did not fold after the outage")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("RunFolder = %v", err)
 	}
 }
