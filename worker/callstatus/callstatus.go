@@ -69,7 +69,7 @@ var States = []State{Pending, Active, Retry, Parked, Dead, Done, Skipped}
 //	mcs_status_defer(prefix, member, arg, duplicate)  -- duplicate: a Lua boolean the script decided
 //
 // prefix, member and arg are the three values ReceiveArgs returns; pass them in ARGV. The
-// function only notes the receipt (two list pushes); the store folds it into the detail's
+// function only notes the receipt (one HSETNX); the store folds it into the detail's
 // record before a worker's transition of that detail and before every read, and a worker's
 // folder (RunFolder) folds the rest in the background. Every key the function touches is
 // under prefix, which carries the queue's hash tag, so on Redis Cluster it runs in the slot
@@ -565,17 +565,18 @@ func snippet(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// Noted is how many receipts the receivers noted that no fold has brought into their records
-// yet (LuaLibrary): a few between the folder's runs, more only while no worker runs.
+// Noted is how many call details have receipts the receivers noted that no fold has brought
+// into their records yet (NoteLua): a few between the folder's runs, more only while no
+// worker runs.
 func (s *Store) Noted(ctx context.Context) (int64, error) {
-	return s.rdb.LLen(ctx, s.prefix+"in").Result()
+	return s.rdb.HLen(ctx, s.prefix+"in").Result()
 }
 
 // Collector exports Noted at scrape time as mcs_status_unfolded.
 func (s *Store) Collector() prometheus.Collector { return &notedCollector{s: s, desc: notedDesc} }
 
 var notedDesc = prometheus.NewDesc("mcs_status_unfolded",
-	"Call status receipts the receivers noted and no fold has brought into the records yet; grows while no worker runs.", nil, nil)
+	"Call details whose receipts the receivers noted and no fold has brought into their records yet; grows while no worker runs.", nil, nil)
 
 type notedCollector struct {
 	s    *Store

@@ -7,8 +7,7 @@
 --   id:<call id>        SET    the members of a call (a call has several details)
 --   rep:<sha of e-mail> ZSET   the members of a rep's calls, score as idx
 --   ph:<hmac of number> SET    the members of a phone number (phone_search only)
---   in:<route>:<detail> LIST   receipts noted, not yet folded in (see mcs_status_defer)
---   in                  LIST   the members with noted receipts
+--   in                  HASH   receipts noted, not yet folded in (see note.lua)
 --
 -- A record holds the call's facts, its events by dedupe key, the detail's state and the last
 -- error and CRM result. Each call takes one JSON argument (see the Go side for the fields).
@@ -123,36 +122,35 @@ end
 
 -- Deferred receipts. Recording a receipt in the record (above) takes a JSON decode and
 -- encode and about ten commands; the receiver's enqueue script, on every webhook request's
--- path, only notes it (mcs_status_defer, in note.lua: two pushes). A detail's noted receipts are folded
--- into its record, in the order received, before any worker transition of that detail
--- (mcs_status_transition), so a transition never lands before the receipt it follows; and
--- all of them by mcs_status_fold: the worker's folder in the background, and every read
--- first, so a read sees every call received.
---   in:<route>:<detail>  LIST  the detail's receipts not yet in its record: '1' (duplicate)
---                              or '0', then mcs_status_received's argument
---   in                   LIST  the member of each noted receipt, oldest first
+-- path, only notes it (mcs_status_defer, in note.lua: one HSETNX into the in hash). A
+-- detail's noted receipts are folded into its record, in the order received, before any
+-- worker transition of that detail (mcs_status_transition), so a transition never lands
+-- before the receipt it follows; and all of them by mcs_status_fold: the worker's folder in
+-- the background, and every read first, so a read sees every call received.
 
 -- mcs_status_fold_member folds member m's noted receipts into its record.
 local function mcs_status_fold_member(p, m, batch)
-  local k = p .. 'in:' .. m
-  local items = redis.call('LRANGE', k, 0, -1)
-  if #items == 0 then return 0 end
-  redis.call('DEL', k)
-  for _, it in ipairs(items) do
+  local v = redis.call('HGET', p .. 'in', m)
+  if not v then return 0 end
+  redis.call('HDEL', p .. 'in', m)
+  local n = 0
+  for it in string.gmatch(v, '[^\n]+') do
     mcs_status_received(p, string.sub(it, 2), string.sub(it, 1, 1) == '1', batch)
+    n = n + 1
   end
-  return #items
+  return n
 end
 
--- mcs_status_fold folds the receipts of up to limit noted members (the oldest first),
--- trimming once at the end, and returns how many members are still noted.
+-- mcs_status_fold folds the receipts of up to limit noted members (any: a record's place
+-- in the lists is when it was first received, not when it is folded), trimming once at the
+-- end, and returns how many members are still noted.
 local function mcs_status_fold(p, limit)
-  local ms = redis.call('LPOP', p .. 'in', limit)
-  if not ms then return 0 end
+  local ms = redis.call('HRANDFIELD', p .. 'in', limit)
+  if #ms == 0 then return 0 end
   local batch = {n = 0}
   for _, m in ipairs(ms) do mcs_status_fold_member(p, m, batch) end
   if batch.a then mcs_status_trim(p, batch.a, math.max(100, batch.n)) end
-  return redis.call('LLEN', p .. 'in')
+  return redis.call('HLEN', p .. 'in')
 end
 
 -- mcs_status_transition records what a worker did with an event: started (active), failed

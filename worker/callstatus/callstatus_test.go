@@ -469,7 +469,8 @@ func TestWorksOnRedisCluster(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	cs := redistest.StartCluster(t, 3, 1)
-	s, _, _ := newStore(t, cs.Client(), func(c *config.Status) {
+	rdb := cs.Client()
+	s, _, _ := newStore(t, rdb, func(c *config.Status) {
 		c.MaxRecords = 2
 		c.PhoneSearch = config.PhoneSearch{Enabled: true, Secret: config.FromValue("k")}
 	})
@@ -484,6 +485,11 @@ func TestWorksOnRedisCluster(t *testing.T) {
 	}
 	if st := get1(t, s, "call-2"); st.State != Active {
 		t.Errorf("state on cluster = %s", st.State)
+	}
+	// A receipt noted by the receiver's script, folded by the read, on the cluster too.
+	note(t, s, rdb, call("sales", 3, "sato@example.co.jp", t0.Add(3*time.Minute)), false, t0.Add(3*time.Minute))
+	if st := get1(t, s, "call-3"); st.State != Pending {
+		t.Errorf("noted call on cluster = %s", st.State)
 	}
 	sts, err := s.List(ctx, Query{Rep: "sato@example.co.jp"})
 	if err != nil || len(sts) != 2 {

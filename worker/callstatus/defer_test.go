@@ -57,7 +57,7 @@ func rawState(t *testing.T, s *Store, rdb redis.UniversalClient, m string) (Stat
 
 func noted(t *testing.T, s *Store, rdb redis.UniversalClient) int64 {
 	t.Helper()
-	n, err := rdb.LLen(context.Background(), s.prefix+"in").Result()
+	n, err := rdb.HLen(context.Background(), s.prefix+"in").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestTransitionFoldsItsReceiptsFirst(t *testing.T) {
 	if n := noted(t, s, rdb); n != 0 {
 		t.Errorf("%d members still noted", n)
 	}
-	if n, _ := rdb.Exists(ctx, s.prefix+"in:sales:detail-1").Result(); n != 0 {
+	if held, _ := rdb.HExists(ctx, s.prefix+"in", "sales:detail-1").Result(); held {
 		t.Error("the detail's receipts stay noted after the fold")
 	}
 }
