@@ -2,7 +2,9 @@
 # make load-receiver: the receiver against its baselines, interleaved (naive, receiver,
 # floor; ROUNDS times) on a private redis-server (AOF, appendfsync everysec) on a free port.
 # Prints one TSV line per run and the medians; docs/BENCHMARKS.md explains the figures.
-# Env: ROUNDS (3), DUR (10s), OUT (bin/load), SCENARIOS (all); PROFILE=1 also takes a CPU
+# Env: ROUNDS (3), DUR (10s), OUT (bin/load), SCENARIOS (all), VARIANTS (naive receiver
+# floor; add "old" with OLD=path to another build of the binary to compare two builds in
+# one interleaved run, e.g. VARIANTS="old receiver naive" OLD=/tmp/mcs-main); PROFILE=1 also takes a CPU
 # profile of the receiver (pprof on its ops listener) during each of its closed32 runs,
 # into OUT/cpu-closed32-ROUND.prof (`go tool pprof OUT/mcs OUT/cpu-closed32-1.prof`).
 set -euo pipefail
@@ -10,6 +12,11 @@ ROUNDS=${ROUNDS:-3}
 DUR=${DUR:-10s}
 OUT=${OUT:-bin/load}
 SCENARIOS=${SCENARIOS:-"closed32 open1000 open2000 big150 big500 huge40auth huge40noauth"}
+VARIANTS=${VARIANTS:-"naive receiver floor"}
+if [[ " $VARIANTS " == *" old "* ]] && [ ! -x "${OLD:-}" ]; then
+  echo "VARIANTS has old: set OLD to the binary to compare (go build -o /tmp/mcs-old ./cmd/miitel-crm-sync at the other commit)" >&2
+  exit 2
+fi
 TOKEN=load-token-0123456789
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -68,6 +75,7 @@ start() { # variant
   case $1 in
     naive) "$LR" naive -listen "127.0.0.1:$SPORT" -redis "127.0.0.1:$RPORT" >/dev/null & SPID=$! ;;
     receiver) LOAD_TOKEN=$TOKEN LOAD_ADMIN=$ADMIN "$OUT/mcs" receiver --config "$OUT/receiver.yaml" 2>"$OUT/receiver.log" & SPID=$! ;;
+    old) LOAD_TOKEN=$TOKEN LOAD_ADMIN=$ADMIN "$OLD" receiver --config "$OUT/receiver.yaml" 2>"$OUT/receiver.log" & SPID=$! ;;
   esac
   waitport "$SPORT"
 }
@@ -131,7 +139,7 @@ echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'scenario\tvariant\tround\tpeak_rss_mb\tresult\tcheck\tcpu_s\tredis_cpu_s\n'
 for sc in $SCENARIOS; do
   for round in $(seq 1 "$ROUNDS"); do
-    for v in naive receiver floor; do
+    for v in $VARIANTS; do
       one_run "$sc" "$v" "$round"
     done
   done
