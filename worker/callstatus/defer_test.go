@@ -203,19 +203,9 @@ func TestRunFolder(t *testing.T) {
 	if n := testutil.ToFloat64(s.Collector()); n != 5 {
 		t.Errorf("mcs_status_unfolded = %v before the folder ran, want 5", n)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.RunFolder(ctx, 5*time.Millisecond) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for noted(t, s, rdb) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the folder did not fold within 10s")
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("RunFolder = %v", err)
-	}
+	stop := startFolder(t, s, 5*time.Millisecond)
+	awaitFolded(t, s, rdb)
+	stop()
 	if n := testutil.ToFloat64(s.Collector()); n != 0 {
 		t.Errorf("mcs_status_unfolded = %v after the folder ran, want 0", n)
 	}
@@ -283,9 +273,7 @@ func TestRunFolderSurvivesAnOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.RunFolder(ctx, time.Millisecond) }()
+	stop := startFolder(t, s, time.Millisecond)
 	srv.Stop()
 	tap.await(t, "warning", func() bool { return tap.count("WARN call status: folding received events failed") > 0 })
 	srv.Restart()
@@ -294,14 +282,32 @@ func TestRunFolderSurvivesAnOutage(t *testing.T) {
 		t.Errorf("%d warnings for one outage, want 1: %q", n, tap.msgs)
 	}
 	note(t, s, rdb, call("sales", 1, "a@b", t0), false, t0)
+	awaitFolded(t, s, rdb)
+	stop()
+}
+
+// startFolder runs s's folder until the returned stop, which checks that it ended cleanly.
+func startFolder(t *testing.T, s *Store, interval time.Duration) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.RunFolder(ctx, interval) }()
+	return func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("RunFolder = %v", err)
+		}
+	}
+}
+
+// awaitFolded returns once nothing is noted (the folder has run), failing after 15 s.
+func awaitFolded(t *testing.T, s *Store, rdb redis.UniversalClient) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for noted(t, s, rdb) != 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the folder did not fold after the outage")
+			t.Fatal("the folder did not fold within 15s")
 		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("RunFolder = %v", err)
 	}
 }
