@@ -7,7 +7,7 @@
 --   id:<call id>        SET    the members of a call (a call has several details)
 --   rep:<sha of e-mail> ZSET   the members of a rep's calls, score as idx
 --   ph:<hmac of number> SET    the members of a phone number (phone_search only)
---   in                  HASH   receipts noted, not yet folded in (see note.lua)
+--   in, in:<member>     HASH, LIST receipts noted, not yet folded in (see note.lua)
 --
 -- A record holds the call's facts, its events by dedupe key, the detail's state and the last
 -- error and CRM result. Each call takes one JSON argument (see the Go side for the fields).
@@ -128,17 +128,20 @@ end
 -- before the receipt it follows; and all of them by mcs_status_fold: the worker's folder in
 -- the background, and every read first, so a read sees every call received.
 
--- mcs_status_fold_member folds member m's noted receipts into its record.
+-- mcs_status_fold_member folds member m's noted receipts into its record, in the order
+-- received: the first in the in hash, the later ones in the member's list (note.lua).
 local function mcs_status_fold_member(p, m, batch)
-  local v = redis.call('HGET', p .. 'in', m)
-  if not v then return 0 end
+  local first = redis.call('HGET', p .. 'in', m)
+  if not first then return 0 end -- the list only fills while the hash holds the first
   redis.call('HDEL', p .. 'in', m)
-  local n = 0
-  for it in string.gmatch(v, '[^\n]+') do
+  local lk = p .. 'in:' .. m
+  local later = redis.call('LRANGE', lk, 0, -1)
+  if #later > 0 then redis.call('DEL', lk) end
+  table.insert(later, 1, first)
+  for _, it in ipairs(later) do
     mcs_status_received(p, string.sub(it, 2), string.sub(it, 1, 1) == '1', batch)
-    n = n + 1
   end
-  return n
+  return #later
 end
 
 -- mcs_status_fold folds the receipts of up to limit noted members (any: a record's place

@@ -311,3 +311,37 @@ func awaitFolded(t *testing.T, s *Store, rdb redis.UniversalClient) {
 		}
 	}
 }
+
+// A flood of re-sends of one detail before any fold: each costs one command of constant
+// size (the first receipt stays as it is in the hash, later ones are appended to a list),
+// and the fold counts every one, in order.
+func TestNotedFloodOfResends(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _, rdb := newStore(t, nil, nil)
+	ev := call("sales", 1, "sato@example.co.jp", t0)
+	note(t, s, rdb, ev, false, t0)
+	first, err := rdb.HStrLen(ctx, s.prefix+"in", "sales:detail-1").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const resends = 300
+	for i := range resends {
+		note(t, s, rdb, ev, true, t0.Add(time.Duration(i+1)*time.Second))
+	}
+	if n, _ := rdb.HStrLen(ctx, s.prefix+"in", "sales:detail-1").Result(); n != first {
+		t.Errorf("the first receipt's note grew from %d to %d bytes with the re-sends", first, n)
+	}
+	if n, _ := rdb.LLen(ctx, s.prefix+"in:sales:detail-1").Result(); n != resends {
+		t.Errorf("%d later receipts noted, want %d", n, resends)
+	}
+	st := get1(t, s, "detail-1")
+	last := t0.Add(resends * time.Second)
+	if len(st.Events) != 1 || st.Events[0].Duplicates != resends || st.State != Pending ||
+		!st.Events[0].ReceivedAt.Equal(t0) || st.Events[0].LastDuplicateAt == nil || !st.Events[0].LastDuplicateAt.Equal(last) {
+		t.Errorf("status = %s, events %+v; want pending, %d duplicates, the last at %s", st.State, st.Events, resends, last)
+	}
+	if n, _ := rdb.Exists(ctx, s.prefix+"in:sales:detail-1").Result(); n != 0 || noted(t, s, rdb) != 0 {
+		t.Error("notes left after the fold")
+	}
+}
