@@ -65,14 +65,9 @@ local function mcs_status_trim(p, a, atleast)
   end
 end
 
--- mcs_status_store writes the record and its indexes, then trims (mcs_status_trim), unless
--- batch is given: a fold of many receipts trims once at its end (batch.a, the last argument).
-local function mcs_status_store(p, a, r, batch)
-  local key = p .. 'r:' .. a.m
-  -- Lists are by when a call first reached us: retention then ages index and records alike,
-  -- and a backfilled old call is listed with what came in today.
-  if r.seen == nil then r.seen = a.at or a.now end
-  redis.call('SET', key, cjson.encode(r), 'PX', a.ttl)
+-- mcs_status_index adds member a.m to the indexes: the list by first receipt, its call's
+-- set, its rep's list and its numbers' sets.
+local function mcs_status_index(p, a, r)
   local score = r.seen
   redis.call('ZADD', p .. 'idx', score, a.m)
   if r.call and r.call ~= '' then
@@ -91,6 +86,17 @@ local function mcs_status_store(p, a, r, batch)
       redis.call('PEXPIRE', p .. 'ph:' .. h, a.ttl)
     end
   end
+end
+
+-- mcs_status_store writes the record and its indexes, then trims (mcs_status_trim), unless
+-- batch is given: a fold of many receipts trims once at its end (batch.a, the last argument).
+local function mcs_status_store(p, a, r, batch)
+  local key = p .. 'r:' .. a.m
+  -- Lists are by when a call first reached us: retention then ages index and records alike,
+  -- and a backfilled old call is listed with what came in today.
+  if r.seen == nil then r.seen = a.at or a.now end
+  redis.call('SET', key, cjson.encode(r), 'PX', a.ttl)
+  mcs_status_index(p, a, r)
   if batch then
     batch.a, batch.n = a, batch.n + 1
   else
@@ -98,12 +104,9 @@ local function mcs_status_store(p, a, r, batch)
   end
 end
 
--- mcs_status_received records one event the receiver accepted: queued (pending until a
--- worker takes it) or, with duplicate true, a duplicate (counted on the event it repeats).
--- The receiver's script passes what it decided itself (ledger hit, TaskID conflict).
-local function mcs_status_received(p, arg, duplicate, batch)
-  local a = cjson.decode(arg)
-  local r = mcs_status_load(p .. 'r:' .. a.m)
+-- mcs_status_apply_received applies one received event to record r: queued (pending until
+-- a worker takes it) or, with duplicate true, a duplicate (counted on the event it repeats).
+local function mcs_status_apply_received(r, a, duplicate)
   mcs_status_facts(r, a.f)
   local e = mcs_status_event(r, a.k, a.f.kind, a.at, tonumber(a.maxev))
   if e then
@@ -116,7 +119,15 @@ local function mcs_status_received(p, arg, duplicate, batch)
       r.attempt = e.attempts or '0'
     end
   end
-  mcs_status_store(p, a, r, batch)
+end
+
+-- mcs_status_received records one event the receiver accepted (mcs_status_apply_received).
+-- The receiver's script passes what it decided itself (ledger hit, TaskID conflict).
+local function mcs_status_received(p, arg, duplicate)
+  local a = cjson.decode(arg)
+  local r = mcs_status_load(p .. 'r:' .. a.m)
+  mcs_status_apply_received(r, a, duplicate)
+  mcs_status_store(p, a, r, nil)
   return 1
 end
 
@@ -128,20 +139,42 @@ end
 -- before the receipt it follows; and all of them by mcs_status_fold: the worker's folder in
 -- the background, and every read first, so a read sees every call received.
 
+-- mcs_status_sig names the rep and numbers argument a indexes the record under.
+local function mcs_status_sig(a)
+  return (a.repk or '') .. '|' .. (type(a.ph) == 'table' and table.concat(a.ph, ',') or '')
+end
+
 -- mcs_status_fold_member folds member m's noted receipts into its record, in the order
--- received: the first in the in hash, the later ones in the member's list (note.lua).
+-- received (the first in the in hash, the later ones in the member's list: note.lua), with
+-- one load and one store of the record however many there are, so a flood of re-sends
+-- folds in one pass. Every note's indexes are kept: the last note's with the store, an
+-- earlier one's where its rep or numbers differ.
 local function mcs_status_fold_member(p, m, batch)
   local first = redis.call('HGET', p .. 'in', m)
   if not first then return 0 end -- the list only fills while the hash holds the first
   redis.call('HDEL', p .. 'in', m)
   local lk = p .. 'in:' .. m
-  local later = redis.call('LRANGE', lk, 0, -1)
-  if #later > 0 then redis.call('DEL', lk) end
-  table.insert(later, 1, first)
-  for _, it in ipairs(later) do
-    mcs_status_received(p, string.sub(it, 2), string.sub(it, 1, 1) == '1', batch)
+  local notes = redis.call('LRANGE', lk, 0, -1)
+  if #notes > 0 then redis.call('DEL', lk) end
+  table.insert(notes, 1, first)
+  local r, a, sigs, others = nil, nil, {}, {}
+  for _, it in ipairs(notes) do
+    a = cjson.decode(string.sub(it, 2))
+    if r == nil then r = mcs_status_load(p .. 'r:' .. a.m) end
+    if r.seen == nil then r.seen = a.at or a.now end
+    mcs_status_apply_received(r, a, string.sub(it, 1, 1) == '1')
+    local sig = mcs_status_sig(a)
+    if sigs[sig] == nil then
+      sigs[sig] = true
+      table.insert(others, a)
+    end
   end
-  return #later
+  local last = mcs_status_sig(a)
+  for _, o in ipairs(others) do
+    if mcs_status_sig(o) ~= last then mcs_status_index(p, o, r) end
+  end
+  mcs_status_store(p, a, r, batch)
+  return #notes
 end
 
 -- mcs_status_fold folds the receipts of up to limit noted members (any: a record's place

@@ -345,3 +345,25 @@ func TestNotedFloodOfResends(t *testing.T) {
 		t.Error("notes left after the fold")
 	}
 }
+
+// Notes of one detail folded in one pass keep every note's indexes, as one store per note
+// did: a later event that carries another number (a transfer, say) finds the call by both.
+func TestFoldKeepsEveryNotesIndexes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _, rdb := newStore(t, nil, func(c *config.Status) {
+		c.PhoneSearch = config.PhoneSearch{Enabled: true, Secret: config.FromValue("k")}
+	})
+	first := call("sales", 1, "sato@example.co.jp", t0)
+	later := call("sales", 1, "sato@example.co.jp", t0)
+	other := "080-5555-0001"
+	later.DedupeKey, later.Kind, later.Detail.ToNumber = "key-1-minutes", miitel.KindMinutes, &other
+	note(t, s, rdb, first, false, t0)
+	note(t, s, rdb, later, false, t0.Add(time.Minute))
+	for _, number := range []string{"090-1234-0001", other} {
+		sts, err := s.List(ctx, Query{Phone: number})
+		if err != nil || len(sts) != 1 || sts[0].DetailID != "detail-1" || len(sts[0].Events) != 2 {
+			t.Errorf("List(phone %s) = %+v, %v; want detail-1 with both events", number, sts, err)
+		}
+	}
+}
