@@ -5,7 +5,7 @@
 // the contact and the owner were matched.
 //
 // Writers: the receiver records what it accepted (Received, or, inside its own enqueue
-// script, LuaLibrary's mcs_status_defer, which only notes the receipt, so the status costs
+// script, NoteLua's mcs_status_defer, which only notes the receipt, so the status costs
 // no round trip and little Redis time on the webhook's path); the worker records each
 // attempt (Started, Failed, Delivered, Skipped), folding the detail's noted receipts first,
 // and folds the other notes in the background (RunFolder). Readers: Get (a call id or a
@@ -386,7 +386,7 @@ func (s *Store) Received(ctx context.Context, ev *miitel.Event, duplicate bool, 
 	return nil
 }
 
-// Fold brings every record up to date with the receipts the receiver noted (LuaLibrary),
+// Fold brings every record up to date with the receipts the receiver noted (NoteLua),
 // in chunks of foldChunk members, at most rounds chunks (0: until none is left). It
 // reports whether none is left.
 func (s *Store) Fold(ctx context.Context, rounds int) (bool, error) {
