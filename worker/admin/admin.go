@@ -12,8 +12,9 @@
 //
 // Every request needs an admin credential (admin.tokens: Bearer, admin.basic: Basic), any of
 // several so they rotate; without one, or with a wrong one, 401 with WWW-Authenticate; a
-// read_only credential on a write, 403. Answers are JSON with stable snake_case fields; phone
-// numbers are masked and no transcript is ever part of one.
+// read_only credential on a write, 403. A query parameter an endpoint does not take is a 400
+// naming it. Answers are JSON with stable snake_case fields; phone numbers are masked and no
+// transcript is ever part of one.
 package admin
 
 import (
@@ -22,9 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -199,6 +202,9 @@ func (h *Handler) getCall(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "not_configured", "call status is not configured")
 		return
 	}
+	if !knownParams(w, r) {
+		return
+	}
 	id := r.PathValue("id")
 	sts, err := h.o.Status.Get(r.Context(), id)
 	var nf *callstatus.NotFoundError
@@ -227,6 +233,9 @@ func (h *Handler) getCall(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) listCalls(w http.ResponseWriter, r *http.Request) {
 	if h.o.Status == nil {
 		writeError(w, http.StatusServiceUnavailable, "not_configured", "call status is not configured")
+		return
+	}
+	if !knownParams(w, r, "since", "until", "route", "rep", "state", "phone", "limit") {
 		return
 	}
 	q, err := callstatus.QueryFromValues(r.URL.Query())
@@ -266,6 +275,9 @@ func (h *Handler) selector(q deadletter.Query) (deadletter.Selector, error) {
 func (h *Handler) listDeadLetter(w http.ResponseWriter, r *http.Request) {
 	if h.o.DeadLetter == nil {
 		writeError(w, http.StatusServiceUnavailable, "not_configured", "the dead letter is not configured")
+		return
+	}
+	if !knownParams(w, r, "call_id", "detail_id", "route", "connection", "error_class", "error_code", "text", "since", "until", "limit") {
 		return
 	}
 	q, err := deadletter.QueryFromValues(r.URL.Query())
@@ -351,6 +363,9 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) backfill(w http.ResponseWriter, r *http.Request) {
+	if !knownParams(w, r, "route", "dry_run", "from_line") {
+		return
+	}
 	q := r.URL.Query()
 	dry, _ := strconv.ParseBool(q.Get("dry_run"))
 	if h.o.Backfill == nil && !dry {
@@ -447,4 +462,22 @@ func formatPayload(taskType string, payload []byte) string {
 		}
 	}
 	return fmt.Sprintf("(%d bytes, not shown)", len(payload))
+}
+
+// knownParams answers 400 and reports false when the request has a query parameter other
+// than known: a misspelt selector (?sate=dead) would otherwise be ignored and the answer
+// cover far more than was asked, which for a list is confusing and for a backfill wrong.
+func knownParams(w http.ResponseWriter, r *http.Request, known ...string) bool {
+	for _, k := range slices.Sorted(maps.Keys(r.URL.Query())) {
+		if slices.Contains(known, k) {
+			continue
+		}
+		msg := fmt.Sprintf("unknown query parameter %q: %s %s takes none", k, r.Method, r.URL.Path)
+		if len(known) > 0 {
+			msg = fmt.Sprintf("unknown query parameter %q: %s %s takes %s", k, r.Method, r.URL.Path, strings.Join(known, ", "))
+		}
+		writeError(w, http.StatusBadRequest, "invalid_query", msg)
+		return false
+	}
+	return true
 }

@@ -275,6 +275,28 @@ func TestCallEndpoints(t *testing.T) {
 	}
 }
 
+// A misspelt parameter is refused, naming itself and the ones the endpoint takes, rather
+// than ignored: ?sate=dead would otherwise list every call, and a backfill with ?rout=
+// would fail on the route while the typo goes unnoticed.
+func TestUnknownQueryParameters(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, tc := range []struct{ method, path, auth, want string }{
+		{"GET", "/admin/calls?since=1h&sate=dead", ro, `unknown query parameter \"sate\": GET /admin/calls takes since, until, route, rep, state, phone, limit`},
+		{"GET", "/admin/calls/some-call?verbose=1", ro, `unknown query parameter \"verbose\": GET /admin/calls/some-call takes none`},
+		{"GET", "/admin/deadletter?clas=permanent", ro, `unknown query parameter \"clas\"`},
+		{"POST", "/admin/backfill?route=sales&dryrun=true", rwOld, `unknown query parameter \"dryrun\"`},
+	} {
+		r := e.do(t, tc.method, tc.path, bearer(tc.auth), strings.NewReader(""))
+		if r.status != 400 || !strings.Contains(r.body, "invalid_query") || !strings.Contains(r.body, tc.want) {
+			t.Errorf("%s %s = %d %s, want 400 with %s", tc.method, tc.path, r.status, r.body, tc.want)
+		}
+	}
+	if qs, _ := e.inspector.Queues(); len(qs) != 0 {
+		t.Errorf("a refused backfill queued something: %v", qs)
+	}
+}
+
 // assertSafe fails if an answer carries a phone number or any of the transcript.
 func assertSafe(t *testing.T, body string, ev *miitel.Event) {
 	t.Helper()
