@@ -144,20 +144,21 @@ local function mcs_status_sig(a)
   return (a.repk or '') .. '|' .. (type(a.ph) == 'table' and table.concat(a.ph, ',') or '')
 end
 
--- mcs_status_fold_member folds member m's noted receipts into its record, in the order
--- received (the first in the in hash, the later ones in the member's list: note.lua), with
--- one load and one store of the record however many there are, so a flood of re-sends
--- folds in one pass. Every note's indexes are kept: the last note's with the store, an
--- earlier one's where its rep or numbers differ.
-local function mcs_status_fold_member(p, m, batch)
+-- mcs_status_apply_notes takes member m's noted receipts and applies them to its record, in
+-- the order received (the first in the in hash, the later ones in the member's list:
+-- note.lua), with one load however many there are, so a flood of re-sends folds in one
+-- pass. It returns nil when none is noted; else the record, not yet stored, the notes'
+-- arguments with distinct indexes (rep and numbers), for mcs_status_index_notes, and the
+-- last note's argument.
+local function mcs_status_apply_notes(p, m)
   local first = redis.call('HGET', p .. 'in', m)
-  if not first then return 0 end -- the list only fills while the hash holds the first
+  if not first then return nil end -- the list only fills while the hash holds the first
   redis.call('HDEL', p .. 'in', m)
   local lk = p .. 'in:' .. m
   local notes = redis.call('LRANGE', lk, 0, -1)
   if #notes > 0 then redis.call('DEL', lk) end
   table.insert(notes, 1, first)
-  local r, a, sigs, others = nil, nil, {}, {}
+  local r, sigs, distinct, a = nil, {}, {}, nil
   for _, it in ipairs(notes) do
     a = cjson.decode(string.sub(it, 2))
     if r == nil then r = mcs_status_load(p .. 'r:' .. a.m) end
@@ -166,15 +167,29 @@ local function mcs_status_fold_member(p, m, batch)
     local sig = mcs_status_sig(a)
     if sigs[sig] == nil then
       sigs[sig] = true
-      table.insert(others, a)
+      table.insert(distinct, a)
     end
   end
-  local last = mcs_status_sig(a)
-  for _, o in ipairs(others) do
-    if mcs_status_sig(o) ~= last then mcs_status_index(p, o, r) end
+  return r, distinct, a
+end
+
+-- mcs_status_index_notes adds record r to the indexes of the notes' arguments whose rep or
+-- numbers differ from a's, the argument r is then stored with (mcs_status_store indexes
+-- that one), so every note's indexes are kept, as one store per note kept them.
+local function mcs_status_index_notes(p, distinct, a, r)
+  local sig = mcs_status_sig(a)
+  for _, o in ipairs(distinct) do
+    if mcs_status_sig(o) ~= sig then mcs_status_index(p, o, r) end
   end
+end
+
+-- mcs_status_fold_member folds member m's noted receipts into its record: one load, one
+-- store.
+local function mcs_status_fold_member(p, m, batch)
+  local r, distinct, a = mcs_status_apply_notes(p, m)
+  if not r then return end
+  mcs_status_index_notes(p, distinct, a, r)
   mcs_status_store(p, a, r, batch)
-  return #notes
 end
 
 -- mcs_status_fold folds the receipts of up to limit noted members (any: a record's place
@@ -193,9 +208,14 @@ end
 -- (retry, parked, dead), delivered (done) or skipped by the mapping.
 local function mcs_status_transition(p, arg)
   local a = cjson.decode(arg)
-  -- The receipts of this detail first: the transition follows them.
-  mcs_status_fold_member(p, a.m, nil)
-  local r = mcs_status_load(p .. 'r:' .. a.m)
+  -- The receipts of this detail first, in the same load and store: the transition follows
+  -- them.
+  local r, distinct = mcs_status_apply_notes(p, a.m)
+  if r then
+    mcs_status_index_notes(p, distinct, a, r)
+  else
+    r = mcs_status_load(p .. 'r:' .. a.m)
+  end
   mcs_status_facts(r, a.f)
   local e = mcs_status_event(r, a.k, a.f.kind, a.rat, tonumber(a.maxev)) or {}
   local t = a.t

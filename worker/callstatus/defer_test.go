@@ -360,10 +360,20 @@ func TestFoldKeepsEveryNotesIndexes(t *testing.T) {
 	later.DedupeKey, later.Kind, later.Detail.ToNumber = "key-1-minutes", miitel.KindMinutes, &other
 	note(t, s, rdb, first, false, t0)
 	note(t, s, rdb, later, false, t0.Add(time.Minute))
-	for _, number := range []string{"090-1234-0001", other} {
+	// The same, folded by a worker's transition (its argument carries the first number).
+	second := call("sales", 2, "sato@example.co.jp", t0)
+	secondLater := call("sales", 2, "sato@example.co.jp", t0)
+	other2 := "080-5555-0002"
+	secondLater.DedupeKey, secondLater.Kind, secondLater.Detail.ToNumber = "key-2-minutes", miitel.KindMinutes, &other2
+	note(t, s, rdb, second, false, t0)
+	note(t, s, rdb, secondLater, false, t0.Add(time.Minute))
+	if err := s.Started(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	for number, detail := range map[string]string{"090-1234-0001": "detail-1", other: "detail-1", "090-1234-0002": "detail-2", other2: "detail-2"} {
 		sts, err := s.List(ctx, Query{Phone: number})
-		if err != nil || len(sts) != 1 || sts[0].DetailID != "detail-1" || len(sts[0].Events) != 2 {
-			t.Errorf("List(phone %s) = %+v, %v; want detail-1 with both events", number, sts, err)
+		if err != nil || len(sts) != 1 || sts[0].DetailID != detail || len(sts[0].Events) != 2 {
+			t.Errorf("List(phone %s) = %+v, %v; want %s with both events", number, sts, err, detail)
 		}
 	}
 }
