@@ -30,7 +30,7 @@ type taskQueue interface {
 // argument), which the enqueue script notes with the task, so the status costs no round
 // trip.
 type StatusRecorder interface {
-	ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error)
+	ReceiveArgs(ev *miitel.Event, at time.Time) (prefix, member, arg string, err error)
 }
 
 // Status is the call status the enqueue script notes each received event in: the Lua
@@ -173,17 +173,10 @@ func (e *Enqueuer) enqueue(ctx context.Context, route string, events []*miitel.E
 	if e.status != nil {
 		at := e.now()
 		for i, ev := range events {
-			args, err := e.status.ReceiveArgs(ev, at)
-			if err != nil {
+			var err error
+			if ts[i].StatusPrefix, ts[i].StatusMember, ts[i].Status, err = e.status.ReceiveArgs(ev, at); err != nil {
 				return nil, err
 			}
-			if len(args) != 3 {
-				return nil, fmt.Errorf("receiver: call status arguments: want 3, got %d", len(args))
-			}
-			prefix, _ := args[0].(string)
-			member, _ := args[1].(string)
-			arg, _ := args[2].(string)
-			ts[i].StatusPrefix, ts[i].StatusMember, ts[i].Status = prefix, member, arg
 		}
 	}
 	start := time.Now()

@@ -53,7 +53,7 @@ func TestReceiveArgsOfASample(t *testing.T) {
 		c.PhoneSearch = config.PhoneSearch{Enabled: true, Secret: config.FromValue("k")}
 	})
 	ev := parse(t, "sales", "call_analysis_completed/sample1.json", t0)[0]
-	args, err := s.ReceiveArgs(ev, t0)
+	_, _, arg, err := s.ReceiveArgs(ev, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestReceiveArgsOfASample(t *testing.T) {
 	a.At = ms(t0)
 	want, _ := json.Marshal(a)
 	var g, w map[string]any
-	if err := json.Unmarshal([]byte(args[2].(string)), &g); err != nil {
+	if err := json.Unmarshal([]byte(arg), &g); err != nil {
 		t.Fatal(err)
 	}
 	_ = json.Unmarshal(want, &w)

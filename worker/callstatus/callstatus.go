@@ -112,6 +112,9 @@ const (
 // minutes, memo edits), so only a runaway sender reaches it.
 const maxEvents = 32
 
+// maxEventsArg is maxEvents as the Lua argument carries it.
+var maxEventsArg = strconv.Itoa(maxEvents)
+
 // maxMessage bounds a stored error message.
 const maxMessage = 1024
 
@@ -138,8 +141,11 @@ type Store struct {
 	conns    map[string]string // route -> connection
 	urls     map[string]string // route -> record_url template
 	phoneKey []byte            // nil: phone search off
-	log      *slog.Logger
-	now      func() time.Time
+	// ttlArg and maxArg are retention and max_records as every Lua argument carries them,
+	// formatted once.
+	ttlArg, maxArg string
+	log            *slog.Logger
+	now            func() time.Time
 }
 
 // New returns the call status of o.Queue.
@@ -161,6 +167,7 @@ func New(rdb redis.UniversalClient, o Options) (*Store, error) {
 	s := &Store{
 		rdb: rdb, prefix: tasks.KeyPrefix + "{" + o.Queue + "}:status:", cfg: o.Config, loc: loc,
 		conns: map[string]string{}, urls: map[string]string{}, log: o.Logger, now: o.Now,
+		ttlArg: strconv.FormatInt(o.Config.Retention.Milliseconds(), 10), maxArg: strconv.Itoa(o.Config.MaxRecords),
 	}
 	if o.Config.PhoneSearch.Enabled {
 		if o.Config.PhoneSearch.Secret.Value() == "" {
@@ -288,8 +295,7 @@ func (s *Store) base(ev *miitel.Event) arg {
 		F: facts{Route: ev.Route, Detail: ev.Detail.ID, Call: ev.CallID, CallAt: ms(callAt), Type: ev.Detail.CallType,
 			Dir: f.Direction, Rep: f.RepEmail, From: redact.Number(f.FromNumber), To: redact.Number(f.ToNumber),
 			Cust: redact.Number(f.CustomerNumber), Kind: string(ev.Kind)},
-		TTL: strconv.FormatInt(s.cfg.Retention.Milliseconds(), 10), Max: strconv.Itoa(s.cfg.MaxRecords),
-		MaxEv: strconv.Itoa(maxEvents), Now: ms(s.now()),
+		TTL: s.ttlArg, Max: s.maxArg, MaxEv: maxEventsArg, Now: ms(s.now()),
 	}
 	if f.RepEmail != "" {
 		a.RepK = repKey(f.RepEmail)
@@ -355,16 +361,15 @@ func (s *Store) encode(a arg) (string, error) {
 	return string(b), nil
 }
 
-// ReceiveArgs are the three ARGV values (prefix, member, argument) of mcs_status_defer for
-// one event the receiver accepted at `at`.
-func (s *Store) ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error) {
+// ReceiveArgs are the three ARGV values of mcs_status_defer for one event the receiver
+// accepted at `at`: the keys' prefix, the detail's member and the JSON argument.
+func (s *Store) ReceiveArgs(ev *miitel.Event, at time.Time) (prefix, member, arg string, err error) {
 	a := s.base(ev)
 	a.At = ms(at)
-	j, err := s.encode(a)
-	if err != nil {
-		return nil, err
+	if arg, err = s.encode(a); err != nil {
+		return "", "", "", err
 	}
-	return []any{s.prefix, a.M, j}, nil
+	return s.prefix, a.M, arg, nil
 }
 
 // Received records an event the receiver accepted: queued, or a duplicate of one queued or
@@ -372,7 +377,7 @@ func (s *Store) ReceiveArgs(ev *miitel.Event, at time.Time) ([]any, error) {
 // with the script notes the receipt there (mcs_status_defer), to the same effect once
 // folded.
 func (s *Store) Received(ctx context.Context, ev *miitel.Event, duplicate bool, at time.Time) error {
-	args, err := s.ReceiveArgs(ev, at)
+	prefix, member, arg, err := s.ReceiveArgs(ev, at)
 	if err != nil {
 		return err
 	}
@@ -380,7 +385,7 @@ func (s *Store) Received(ctx context.Context, ev *miitel.Event, duplicate bool, 
 	if duplicate {
 		dup = "1"
 	}
-	if err := receivedScript.Run(ctx, s.rdb, []string{s.prefix + "idx"}, append(args, dup)...).Err(); err != nil {
+	if err := receivedScript.Run(ctx, s.rdb, []string{s.prefix + "idx"}, prefix, member, arg, dup).Err(); err != nil {
 		return fmt.Errorf("callstatus: record received event: %w", err)
 	}
 	return nil

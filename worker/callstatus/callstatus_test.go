@@ -238,10 +238,16 @@ return n`)
 	if err := rdb.Set(ctx, "mcs:{miitel}:ledger:"+evs[1].DedupeKey, "analysis", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	first, _ := s.ReceiveArgs(evs[0], t0)
-	second, _ := s.ReceiveArgs(evs[1], t0)
+	var argv []any
+	for _, ev := range evs[:2] {
+		prefix, member, arg, err := s.ReceiveArgs(ev, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		argv = append(argv, prefix, member, arg)
+	}
 	keys := []string{"mcs:{miitel}:ledger:" + evs[0].DedupeKey, "mcs:{miitel}:ledger:" + evs[1].DedupeKey}
-	n, err := enqueue.Run(ctx, rdb, keys, append(first, second...)...).Int()
+	n, err := enqueue.Run(ctx, rdb, keys, argv...).Int()
 	if err != nil || n != 2 {
 		t.Fatalf("script = %d, %v", n, err)
 	}

@@ -25,7 +25,7 @@ var noteScript = redis.NewScript(LuaLibrary + "\nreturn mcs_status_defer(ARGV[1]
 // note notes a receipt as the receiver's enqueue script does.
 func note(t testing.TB, s *Store, rdb redis.UniversalClient, ev *miitel.Event, duplicate bool, at time.Time) {
 	t.Helper()
-	args, err := s.ReceiveArgs(ev, at)
+	prefix, member, arg, err := s.ReceiveArgs(ev, at)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func note(t testing.TB, s *Store, rdb redis.UniversalClient, ev *miitel.Event, d
 	if duplicate {
 		dup = "1"
 	}
-	if err := noteScript.Run(context.Background(), rdb, []string{s.prefix + "in"}, append(args, dup)...).Err(); err != nil {
+	if err := noteScript.Run(context.Background(), rdb, []string{s.prefix + "in"}, prefix, member, arg, dup).Err(); err != nil {
 		t.Fatal(err)
 	}
 }
