@@ -324,11 +324,7 @@ func newEnvelope(ev *miitel.Event) (envelope, error) {
 	buf := make([]byte, 0, len(ev.Route)+len(ev.CallID)+len(ev.TenantCode)+128)
 	buf = append(buf, `{"route":`...)
 	for i, s := range [...]string{ev.Route, ev.CallID, ev.TenantCode} {
-		buf = append(buf, [...]string{``, `,"call_id":`, `,"tenant_code":`}[i]...)
-		var err error
-		if buf, err = appendJSONString(buf, s); err != nil {
-			return envelope{}, err
-		}
+		buf = tasks.AppendJSONString(append(buf, [...]string{``, `,"call_id":`, `,"tenant_code":`}[i]...), s)
 	}
 	buf = append(buf, `,"kind":`...)
 	head := len(buf)
@@ -339,20 +335,6 @@ func newEnvelope(ev *miitel.Event) (envelope, error) {
 	}
 	buf = append(buf, `","detail":`...)
 	return envelope{head: buf[:head:head], at: buf[head:]}, nil
-}
-
-// appendJSONString appends s as json.Marshal writes it. A string of printable ASCII
-// without a quote, a backslash or one of the HTML characters json.Marshal escapes
-// (<, >, &) is written as it is, between quotes (call ids, routes and tenant codes are);
-// any other goes through json.Marshal.
-func appendJSONString(b []byte, s string) ([]byte, error) {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, err := json.Marshal(s)
-			return append(b, q...), err
-		}
-	}
-	return append(append(append(b, '"'), s...), '"'), nil
 }
 
 const (

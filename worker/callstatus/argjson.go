@@ -3,6 +3,8 @@ package callstatus
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
 // appendArg appends a's JSON: what json.Marshal(a) means (the same fields, omitempty alike),
@@ -11,7 +13,7 @@ import (
 // cjson, so only the meaning must match, not the bytes (TestAppendArgMatchesMarshal).
 func appendArg(b []byte, a *arg) ([]byte, error) {
 	b = append(b, `{"m":`...)
-	b = appendString(b, a.M)
+	b = tasks.AppendJSONString(b, a.M)
 	b = append(b, `,"f":{`...)
 	first := true
 	for _, kv := range [...]struct{ k, v string }{
@@ -27,10 +29,10 @@ func appendArg(b []byte, a *arg) ([]byte, error) {
 		}
 		first = false
 		b = append(append(append(b, '"'), kv.k...), `":`...)
-		b = appendString(b, kv.v)
+		b = tasks.AppendJSONString(b, kv.v)
 	}
 	b = append(b, `},"k":`...)
-	b = appendString(b, a.K)
+	b = tasks.AppendJSONString(b, a.K)
 	b = appendOptional(b, "at", a.At)
 	b = appendOptional(b, "rat", a.RAt)
 	if a.T != nil {
@@ -47,13 +49,13 @@ func appendArg(b []byte, a *arg) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, h)
+			b = tasks.AppendJSONString(b, h)
 		}
 		b = append(b, ']')
 	}
 	for _, kv := range [...]struct{ k, v string }{{"ttl", a.TTL}, {"max", a.Max}, {"maxev", a.MaxEv}, {"now", a.Now}} {
 		b = append(append(append(b, `,"`...), kv.k...), `":`...)
-		b = appendString(b, kv.v)
+		b = tasks.AppendJSONString(b, kv.v)
 	}
 	return append(b, '}'), nil
 }
@@ -64,18 +66,5 @@ func appendOptional(b []byte, k, v string) []byte {
 		return b
 	}
 	b = append(append(append(b, `,"`...), k...), `":`...)
-	return appendString(b, v)
-}
-
-// appendString appends s as a JSON string: as it is between quotes when it is printable
-// ASCII without a quote or a backslash (ids, keys, times, masked numbers), else as
-// json.Marshal writes it (which never fails for a string).
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	return append(append(append(b, '"'), s...), '"')
+	return tasks.AppendJSONString(b, v)
 }

@@ -65,3 +65,18 @@ func MaxRetry(failures int) asynq.Option { return asynq.MaxRetry(Retries(failure
 // Retries is the MaxRetry value MaxRetry sets, for code that writes asynq's task message
 // itself (the receiver's enqueue script).
 func Retries(failures int) int { return failures + 1 }
+
+// AppendJSONString appends s as json.Marshal writes it, for payloads and arguments built
+// without reflection (the receiver's task envelope, the call status argument). A string of
+// printable ASCII without a quote, a backslash or one of the HTML characters json.Marshal
+// escapes (<, >, &) is written as it is, between quotes (ids, routes, keys, times are);
+// any other goes through json.Marshal, which never fails on a string.
+func AppendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	return append(append(append(b, '"'), s...), '"')
+}
