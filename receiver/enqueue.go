@@ -18,8 +18,9 @@ import (
 )
 
 // taskQueue is what the receiver needs of Redis: every task of a request enqueued, with
-// the dedupe checks, the call status and the wait for replicas, in one round trip, and the
-// same path checked without enqueueing (*enqueue.Queue).
+// the dedupe checks, the call status and the wait for replicas, in one round trip (shared
+// with the requests arriving at the same time), and the same path checked without
+// enqueueing (*enqueue.Batcher).
 type taskQueue interface {
 	Enqueue(ctx context.Context, ts []enqueue.Task) ([]enqueue.Result, enqueue.Acked, error)
 	Probe(ctx context.Context) (enqueue.Acked, error)
@@ -120,7 +121,8 @@ func newEnqueuer(o EnqueueOptions, m *metrics) *Enqueuer {
 		replicas = enqueue.AckAuto
 	}
 	return &Enqueuer{
-		tasks:        enqueue.New(o.Redis, o.Queue.Name, enqueue.Ack{Replicas: replicas, Timeout: o.AckTimeout}, o.Status.Lua),
+		tasks: enqueue.NewBatcher(enqueue.New(o.Redis, o.Queue.Name, enqueue.Ack{Replicas: replicas, Timeout: o.AckTimeout}, o.Status.Lua),
+			enqueue.BatchOptions{OnBatch: func(calls, _ int) { m.batchSize.Observe(float64(calls)) }}),
 		queue:        o.Queue,
 		ctxDeadlines: honoursDeadlines(o.Redis),
 		status:       o.Status.Args, timeout: o.Timeout, m: m, log: log, now: now,

@@ -16,6 +16,7 @@ type metrics struct {
 	requeued   *prometheus.CounterVec   // route: archived tasks replaced by a re-send
 	overloaded *prometheus.CounterVec   // route: 503 for the in-flight budget
 	enqueueDur prometheus.Histogram     // one request: the one enqueue script
+	batchSize  prometheus.Histogram     // requests per enqueue script (enqueue.Batcher)
 	bodyBytes  *prometheus.HistogramVec // route
 
 	ackWait     prometheus.Histogram   // enqueues that waited for replicas: script and WAIT
@@ -56,6 +57,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to dedupe-check and enqueue every call-detail task of one request in Redis (one script, one round trip).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "enqueue_batch_requests",
+			Help:    "Requests whose tasks went to Redis in one enqueue script: concurrent requests share a script while others are on their way (1 when idle).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9), // 1 .. 256
+		}),
 		bodyBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "body_bytes",
 			Help:    "Size of webhook request bodies read (transcripts make them large).",
@@ -86,6 +92,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.requeued = register(reg, m.requeued, &err)
 	m.overloaded = register(reg, m.overloaded, &err)
 	m.enqueueDur = register(reg, m.enqueueDur, &err)
+	m.batchSize = register(reg, m.batchSize, &err)
 	m.bodyBytes = register(reg, m.bodyBytes, &err)
 	m.ackWait = register(reg, m.ackWait, &err)
 	m.ackFailures = register(reg, m.ackFailures, &err)

@@ -244,20 +244,9 @@ func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error)
 	if len(ts) == 0 {
 		return nil, Acked{}, nil
 	}
-	prefix := ts[0].StatusPrefix
-	for _, t := range ts {
-		if t.StatusPrefix != prefix {
-			return nil, Acked{}, errors.New("enqueue: the tasks of one request name different call status prefixes")
-		}
-	}
-	// Every key of one script must hash to one slot (Redis Cluster refuses others, and a
-	// standalone Redis would accept what a cluster later refuses): the status keys carry
-	// the queue's hash tag like the asynq keys.
-	if prefix != "" && !q.hasStatus {
-		return nil, Acked{}, errors.New("enqueue: tasks carry call status arguments but the queue has no status library")
-	}
-	if prefix != "" && !strings.HasPrefix(prefix, tasks.KeyPrefix+"{"+q.name+"}:") {
-		return nil, Acked{}, fmt.Errorf("enqueue: call status prefix %q is not in the slot of queue %q", prefix, q.name)
+	prefix, err := q.check(ts)
+	if err != nil {
+		return nil, Acked{}, err
 	}
 	node, addr, err := q.node(ctx)
 	if err != nil {
@@ -285,6 +274,27 @@ func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error)
 		out[i] = Result(n)
 	}
 	return out, acked, nil
+}
+
+// check returns the tasks' call status prefix, refusing tasks the script cannot run
+// together.
+func (q *Queue) check(ts []Task) (string, error) {
+	prefix := ts[0].StatusPrefix
+	for _, t := range ts {
+		if t.StatusPrefix != prefix {
+			return "", errors.New("enqueue: the tasks of one request name different call status prefixes")
+		}
+	}
+	// Every key of one script must hash to one slot (Redis Cluster refuses others, and a
+	// standalone Redis would accept what a cluster later refuses): the status keys carry
+	// the queue's hash tag like the asynq keys.
+	if prefix != "" && !q.hasStatus {
+		return "", errors.New("enqueue: tasks carry call status arguments but the queue has no status library")
+	}
+	if prefix != "" && !strings.HasPrefix(prefix, tasks.KeyPrefix+"{"+q.name+"}:") {
+		return "", fmt.Errorf("enqueue: call status prefix %q is not in the slot of queue %q", prefix, q.name)
+	}
+	return prefix, nil
 }
 
 // scriptArgs is the script's command after its first two words (EVALSHA sha or EVAL
