@@ -63,5 +63,7 @@
 // tasks exactly as asynq v0.26's client would. Redis runs a script atomically, so a request
 // is queued whole or not at all; when the reply is lost the answer is 503 and MiiTel's
 // re-send finds every detail already queued (duplicates), so nothing is lost and nothing
-// doubles.
+// doubles. Requests arriving while two scripts are on their way share the next one
+// (enqueue.Batcher, group commit): under load Redis then reads and answers one command for
+// many requests, and each is still acknowledged only once its own tasks are written.
 package receiver

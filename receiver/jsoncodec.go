@@ -3,6 +3,7 @@ package receiver
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"sync"
 	"unsafe"
 
@@ -32,6 +33,17 @@ import (
 // re-send across an upgrade must encode alike; output sonic may spell differently is
 // encoded again by encoding/json (appendDetail).
 var callDecoder = sonic.Config{ValidateString: true}.Froze()
+
+// pretouch compiles sonic's decoder for the call and encoder for a detail ahead of the
+// first request. sonic compiles a type's code on its first use: about 40 ms for these two
+// on this project's development machine, during which the first requests after a start
+// (a rolling update, a new replica of an autoscaler) all wait, which alone put the open
+// loop's p99 at 1,000 req/s at twice a naive receiver's (docs/BENCHMARKS.md). Compiling
+// costs about 100 ms once per process, before the receiver listens. An error leaves the
+// compile to the first use, as without it.
+var pretouch = sync.OnceValue(func() error {
+	return sonic.PretouchMany([]reflect.Type{reflect.TypeFor[miitel.Call](), reflect.TypeFor[miitel.Detail]()})
+})
 
 // decodeCall decodes raw into c. Decoded strings may share memory with raw (sonic refers
 // into its input instead of copying), so raw must not change while c is in use: the

@@ -97,3 +97,12 @@ func BenchmarkCallCodec(b *testing.B) {
 		}
 	})
 }
+
+// TestPretouch: sonic compiles the call's decoder and the detail's encoder when the
+// receiver is built (New), not on the first request; an error there would leave the first
+// requests after every start waiting for the compile again.
+func TestPretouch(t *testing.T) {
+	if err := pretouch(); err != nil {
+		t.Fatalf("sonic could not compile the codec ahead of time: %v", err)
+	}
+}

@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route"}),
 		enqueueDur: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "enqueue_duration_seconds",
-			Help:    "Time to dedupe-check and enqueue every call-detail task of one request in Redis (one script, one round trip).",
+			Help:    "Time to dedupe-check and enqueue every call-detail task of one request in Redis (one script, one round trip, shared with the requests arriving meanwhile).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{

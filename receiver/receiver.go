@@ -175,6 +175,9 @@ func New(opts Options) (*Receiver, error) {
 		writeError(c, http.StatusMethodNotAllowed, "method_not_allowed", "method "+c.Request.Method+" not allowed")
 	})
 	r.handler = engine
+	if err := pretouch(); err != nil {
+		log.Debug("receiver: could not compile the JSON codec ahead of the first request", slog.Any("error", err))
+	}
 	return r, nil
 }
 
