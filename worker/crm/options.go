@@ -30,8 +30,8 @@ type Options struct {
 	// Context is long-lived (the worker's run context): token fetches run on it, never on
 	// a task's context.
 	Context context.Context
-	// Acks holds the id map's pending marker and stored ids to redis.ack_replicas
-	// (worker/durable); nil waits for no replica.
+	// Acks holds the id map's pending marker and stored ids, and a rotated refresh token,
+	// to redis.ack_replicas (worker/durable); nil waits for no replica.
 	Acks *durable.Acks
 	// RateLimitMaxWait bounds how long a request waits for the shared limit inside a task
 	// (default 2s); beyond it the task is retried later as Throttled.

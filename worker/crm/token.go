@@ -14,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
+
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/durable"
 )
 
 // TokenProvider gives the access token to put on a CRM request. ctx bounds the wait (for
@@ -121,6 +123,10 @@ type TokenOptions struct {
 	// reasons (a missing record key field) and the token's add up. Nil: the token keeps
 	// its own.
 	Broken *BrokenState
+	// Acks holds a rotated refresh token to redis.ack_replicas before its access token is
+	// used: the endpoint has invalidated the previous one, so a failover that lost the
+	// new one would break the connection until an admin reconnects it. Nil waits for none.
+	Acks *durable.Acks
 	// Logger is the connector's, which already names the connection.
 	Logger  *slog.Logger
 	Metrics *Metrics
@@ -198,7 +204,7 @@ func NewSharedToken(base context.Context, o TokenOptions) (*SharedToken, error) 
 	return &SharedToken{
 		base:   base,
 		o:      o,
-		store:  NewTokenStore(o.Redis, o.Connection),
+		store:  NewTokenStore(o.Redis, o.Connection).withAcks(o.Acks),
 		log:    log,
 		m:      m,
 		broken: broken,
@@ -401,6 +407,12 @@ func (s *SharedToken) redisErr(err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
+	// A write the replicas did not confirm is Redis's trouble, not the call's: the task
+	// retries without using an attempt.
+	var de *durable.Error
+	if errors.As(err, &de) {
+		return &Error{Class: Throttled, Op: "crm: token store", Code: "NOT_REPLICATED", After: de.RetryAfter(), Err: err}
+	}
 	return &Error{Class: Transient, Op: "crm: token store", Err: err}
 }
 
@@ -482,11 +494,20 @@ type brokenJSON struct {
 type TokenStore struct {
 	rdb  redis.UniversalClient
 	conn string
+	acks *durable.Acks // a rotated refresh token waits for replicas (TokenOptions.Acks)
 }
 
 // NewTokenStore returns the token store of a connection.
 func NewTokenStore(rdb redis.UniversalClient, connection string) *TokenStore {
-	return &TokenStore{rdb: rdb, conn: connection}
+	return &TokenStore{rdb: rdb, conn: connection, acks: durable.Off(rdb)}
+}
+
+// withAcks makes saveRotated wait for replicas; nil waits for none.
+func (s *TokenStore) withAcks(a *durable.Acks) *TokenStore {
+	if a != nil {
+		s.acks = a
+	}
+	return s
 }
 
 func (s *TokenStore) key(part string) string { return oauthKey(s.conn, part) }
@@ -598,8 +619,13 @@ func (s *TokenStore) saveAccess(ctx context.Context, t storedToken) error {
 	return s.rdb.Set(ctx, s.key("access"), v, ttl).Err()
 }
 
+// saveRotated stores a refresh token the endpoint rotated and waits for the replicas
+// (Acks); a *durable.Error says they did not confirm it.
 func (s *TokenStore) saveRotated(ctx context.Context, refreshToken string) error {
-	return s.rdb.Set(ctx, s.key("refresh"), refreshToken, 0).Err()
+	key := s.key("refresh")
+	return s.acks.Write(ctx, "crm: store the rotated refresh token", key, func(ctx context.Context, c redis.Cmdable) error {
+		return c.Set(ctx, key, refreshToken, 0).Err()
+	})
 }
 
 // seedScript writes the config refresh token unless the config still holds the token it was

@@ -157,7 +157,7 @@ func New(o Options) (*Connector, error) {
 			Connection: name, Redis: o.Redis, Fetch: tokenFetch, UsesRefreshToken: true,
 			InitialRefreshToken: h.RefreshToken.Value(),
 			Credentials:         h.ClientID + "\x00" + h.ClientSecret.Value() + "\x00" + cfg.Endpoint.TokenURL,
-			Logger:              log, Metrics: m, Broken: broken,
+			Logger:              log, Metrics: m, Broken: broken, Acks: o.Acks,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("hubspot: %w", err)

@@ -170,6 +170,7 @@ func New(o Options) (*Connector, error) {
 		Credentials:         credentials(&sf),
 		KeepExtra:           []string{"instance_url"},
 		Broken:              broken,
+		Acks:                o.Acks,
 		Logger:              log,
 		Metrics:             m,
 	})
