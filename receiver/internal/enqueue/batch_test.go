@@ -156,6 +156,17 @@ func (bt *batchTest) wantIDs(r *heldRun, want ...string) {
 	}
 }
 
+// lone runs a call that must run alone in a script of its own (no script on its way), to
+// the end, and returns what it got.
+func (bt *batchTest) lone(ids ...string) outcome {
+	bt.t.Helper()
+	c := bt.call(context.Background(), ids...)
+	r := bt.h.next(bt.t)
+	bt.wantIDs(r, ids...)
+	r.ok()
+	return bt.wait(c)
+}
+
 // TestBatcherLoneCallRunsAtOnce: a call that finds no script on its way runs its own at
 // once, waiting for no other.
 func TestBatcherLoneCallRunsAtOnce(t *testing.T) {
@@ -168,11 +179,7 @@ func TestBatcherLoneCallRunsAtOnce(t *testing.T) {
 		t.Fatalf("got %v, %v", o.res, o.err)
 	}
 	// The slot is free again: the next lone call runs alone too.
-	b := bt.call(context.Background(), "b1")
-	r = bt.h.next(t)
-	bt.wantIDs(r, "b1")
-	r.ok()
-	bt.wait(b)
+	bt.lone("b1")
 }
 
 // TestBatcherWaitingCallsShareOneScript: calls arriving while MaxInFlight scripts are on
@@ -210,11 +217,7 @@ func TestBatcherWaitingCallsShareOneScript(t *testing.T) {
 	}
 	ra.ok()
 	bt.wait(a)
-	f := bt.call(context.Background(), "f1")
-	r = bt.h.next(t)
-	bt.wantIDs(r, "f1")
-	r.ok()
-	bt.wait(f)
+	bt.lone("f1")
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
 	if want := [][2]int{{1, 1}, {1, 1}, {3, 6}, {1, 1}}; !slices.Equal(bt.batches, want) {
@@ -241,11 +244,7 @@ func TestBatcherErrorFailsEveryCall(t *testing.T) {
 			t.Fatalf("got %v, %v; want the script's error", o.res, o.err)
 		}
 	}
-	d := bt.call(context.Background(), "d1")
-	r = bt.h.next(t)
-	bt.wantIDs(r, "d1")
-	r.ok()
-	if o := bt.wait(d); o.err != nil {
+	if o := bt.lone("e1"); o.err != nil {
 		t.Fatalf("the call after a failed script: %v", o.err)
 	}
 }
