@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/config"
@@ -348,4 +349,81 @@ func TestManyDetailsOneRequest(t *testing.T) {
 	if n := len(h.pending()); n != 20 {
 		t.Errorf("%d pending, want 20", n)
 	}
+}
+
+// TestConcurrentRequests: requests arriving together share enqueue scripts
+// (enqueue.Batcher); each still gets the answer for its own details. Forty distinct calls
+// are each queued, eight re-sends of one call at the same moment queue it once and answer
+// the other seven as duplicates, Redis holds 41 tasks, and the scripts carried every
+// request once (mcs_receiver_enqueue_batch_requests).
+func TestConcurrentRequests(t *testing.T) {
+	h := newHarness(t)
+	base := sample(t, "call_analysis_completed/sample2.json")
+	withDetail := func(id string) []byte {
+		return edit(t, base, func(m map[string]any) {
+			call := m["call"].(map[string]any)
+			call["id"] = "call-" + id
+			call["details"].([]any)[0].(map[string]any)["id"] = id
+		})
+	}
+	const distinct, resends = 40, 8
+	type answer struct {
+		detail string
+		a      acceptedResponse
+		err    error
+	}
+	answers := make(chan answer, distinct+resends)
+	post := func(detail string, body []byte) {
+		resp, err := http.Post(h.http.URL+"/webhooks/miitel/open", "application/json; charset=utf-8", strings.NewReader(string(body)))
+		if err != nil {
+			answers <- answer{detail: detail, err: err}
+			return
+		}
+		defer resp.Body.Close()
+		var a acceptedResponse
+		err = json.NewDecoder(resp.Body).Decode(&a)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		answers <- answer{detail, a, err}
+	}
+	shared := withDetail("shared")
+	for i := range distinct {
+		id := fmt.Sprintf("conc-%02d", i)
+		go post(id, withDetail(id))
+	}
+	for range resends {
+		go post("shared", shared)
+	}
+	sharedQueued := 0
+	for range distinct + resends {
+		ans := <-answers
+		if ans.err != nil {
+			t.Fatalf("detail %s: %v", ans.detail, ans.err)
+		}
+		if len(ans.a.Details) != 1 || ans.a.Details[0].ID != ans.detail {
+			t.Fatalf("request for detail %s answered %+v", ans.detail, ans.a)
+		}
+		switch res := ans.a.Details[0].Result; {
+		case ans.detail == "shared" && res == resultQueued:
+			sharedQueued++
+		case ans.detail == "shared" && res == resultDuplicate:
+		case res != resultQueued:
+			t.Fatalf("distinct detail %s: %s", ans.detail, res)
+		}
+	}
+	if sharedQueued != 1 {
+		t.Fatalf("eight simultaneous re-sends queued the call %d times, want once", sharedQueued)
+	}
+	if n := len(h.pending()); n != distinct+1 {
+		t.Fatalf("%d pending, want %d", n, distinct+1)
+	}
+	var m dto.Metric
+	if err := h.r.enq.m.batchSize.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if sum := m.GetHistogram().GetSampleSum(); sum != distinct+resends {
+		t.Fatalf("scripts carried %v requests, want %d", sum, distinct+resends)
+	}
+	t.Logf("%d requests in %d scripts", distinct+resends, m.GetHistogram().GetSampleCount())
 }
