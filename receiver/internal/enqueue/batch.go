@@ -2,6 +2,7 @@ package enqueue
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -199,7 +200,7 @@ func (b *Batcher) run(batch []*call) {
 	if b.o.OnBatch != nil {
 		b.o.OnBatch(len(batch), len(ts))
 	}
-	res, acked, err := b.q.Enqueue(ctx, ts)
+	res, acked, err := b.enqueue(ctx, ts)
 	for _, c := range batch {
 		c.acked, c.err = acked, err
 		if err == nil {
@@ -207,4 +208,16 @@ func (b *Batcher) run(batch []*call) {
 		}
 		close(c.done)
 	}
+}
+
+// enqueue runs the script, a panic in it made an error: the calls of the batch must get
+// an answer and the running slot must be given back, or every later request would wait
+// for a script that never ends.
+func (b *Batcher) enqueue(ctx context.Context, ts []Task) (res []Result, acked Acked, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, fmt.Errorf("enqueue: the script's run panicked: %v", p)
+		}
+	}()
+	return b.q.Enqueue(ctx, ts)
 }

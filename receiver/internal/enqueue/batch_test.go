@@ -25,8 +25,9 @@ type heldRun struct {
 }
 
 type heldReply struct {
-	res []Result
-	err error
+	res   []Result
+	err   error
+	panic bool
 }
 
 func newHeldScript() *heldScript { return &heldScript{runs: make(chan *heldRun)} }
@@ -45,6 +46,9 @@ func (h *heldScript) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, e
 	h.runs <- r
 	select {
 	case rep := <-r.reply:
+		if rep.panic {
+			panic("held script told to panic")
+		}
 		return rep.res, Acked{}, rep.err
 	case <-ctx.Done():
 		return nil, Acked{}, ctx.Err()
@@ -88,7 +92,7 @@ func (r *heldRun) answer(err error) {
 			}
 		}
 	}
-	r.reply <- heldReply{res, err}
+	r.reply <- heldReply{res: res, err: err}
 }
 
 // batchTest drives a Batcher over a heldScript; each call runs on a goroutine of its own and
@@ -246,6 +250,28 @@ func TestBatcherErrorFailsEveryCall(t *testing.T) {
 	}
 	if o := bt.lone("e1"); o.err != nil {
 		t.Fatalf("the call after a failed script: %v", o.err)
+	}
+}
+
+// TestBatcherPanicFailsItsCalls: a script run that panics answers every call it carried
+// with an error and gives its slot back; later calls still run.
+func TestBatcherPanicFailsItsCalls(t *testing.T) {
+	bt := newBatchTest(t, BatchOptions{MaxInFlight: 1})
+	a := bt.call(context.Background(), "a1")
+	ra := bt.h.next(t)
+	b := bt.call(context.Background(), "b1")
+	ra.reply <- heldReply{panic: true}
+	if o := bt.wait(a); o.err == nil || !strings.Contains(o.err.Error(), "panicked") {
+		t.Fatalf("the call whose script panicked: %v, %v", o.res, o.err)
+	}
+	r := bt.h.next(t) // b, run by the goroutine the leader left
+	bt.wantIDs(r, "b1")
+	r.reply <- heldReply{panic: true}
+	if o := bt.wait(b); o.err == nil {
+		t.Fatalf("the waiting call whose script panicked: %v", o.res)
+	}
+	if o := bt.lone("c1"); o.err != nil {
+		t.Fatalf("a call after two panics: %v", o.err)
 	}
 }
 
