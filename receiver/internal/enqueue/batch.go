@@ -35,7 +35,7 @@ type Batcher struct {
 // script on its way as long as a test needs).
 type script interface {
 	check(ts []Task) (prefix string, err error)
-	Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error)
+	enqueueChecked(ctx context.Context, ts []Task, prefix string) ([]Result, Acked, error)
 	Probe(ctx context.Context) (Acked, error)
 }
 
@@ -200,7 +200,7 @@ func (b *Batcher) run(batch []*call) {
 	if b.o.OnBatch != nil {
 		b.o.OnBatch(len(batch), len(ts))
 	}
-	res, acked, err := b.enqueue(ctx, ts)
+	res, acked, err := b.enqueue(ctx, ts, first.prefix)
 	for _, c := range batch {
 		c.acked, c.err = acked, err
 		if err == nil {
@@ -213,11 +213,11 @@ func (b *Batcher) run(batch []*call) {
 // enqueue runs the script, a panic in it made an error: the calls of the batch must get
 // an answer and the running slot must be given back, or every later request would wait
 // for a script that never ends.
-func (b *Batcher) enqueue(ctx context.Context, ts []Task) (res []Result, acked Acked, err error) {
+func (b *Batcher) enqueue(ctx context.Context, ts []Task, prefix string) (res []Result, acked Acked, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			res, err = nil, fmt.Errorf("enqueue: the script's run panicked: %v", p)
 		}
 	}()
-	return b.q.Enqueue(ctx, ts)
+	return b.q.enqueueChecked(ctx, ts, prefix)
 }

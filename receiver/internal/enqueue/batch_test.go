@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/redistest"
+	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
 // heldScript is a script that runs only when the test lets it: each Enqueue is handed to
@@ -41,7 +44,7 @@ func (h *heldScript) check(ts []Task) (string, error) {
 	return ts[0].StatusPrefix, nil
 }
 
-func (h *heldScript) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error) {
+func (h *heldScript) enqueueChecked(ctx context.Context, ts []Task, _ string) ([]Result, Acked, error) {
 	r := &heldRun{ctx: ctx, ts: ts, reply: make(chan heldReply)}
 	h.runs <- r
 	select {
@@ -374,12 +377,27 @@ func TestBatcherBounds(t *testing.T) {
 	bt.wait(c)
 }
 
-// TestBatcherRefusesMixedPrefixes: a call the script could not run is refused on its own,
-// before it can fail a batch.
-func TestBatcherRefusesMixedPrefixes(t *testing.T) {
-	bt := newBatchTest(t, BatchOptions{})
-	if _, _, err := bt.b.Enqueue(context.Background(), []Task{{ID: "x", StatusPrefix: "p"}, {ID: "y"}}); err == nil {
-		t.Fatal("tasks of two status prefixes were accepted")
+// TestBatcherRefusesUnrunnableCalls: a call the script could not run (Queue.check) is
+// refused on its own as it arrives, before it can fail a batch; nothing reaches Redis
+// (the client points at no server).
+func TestBatcherRefusesUnrunnableCalls(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	inSlot := tasks.KeyPrefix + "{" + queue + "}:status:"
+	for _, c := range []struct {
+		name string
+		lua  string
+		ts   []Task
+		want string
+	}{
+		{"two prefixes", "x", []Task{{ID: "x", StatusPrefix: inSlot}, {ID: "y"}}, "different call status prefixes"},
+		{"no status library", "", []Task{{ID: "x", StatusPrefix: inSlot}}, "no status library"},
+		{"another slot", "x", []Task{{ID: "x", StatusPrefix: "mcs:{other}:status:"}}, "not in the slot"},
+	} {
+		b := NewBatcher(New(rdb, queue, Ack{}, c.lua), BatchOptions{})
+		if _, _, err := b.Enqueue(context.Background(), c.ts); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
 	}
 }
 

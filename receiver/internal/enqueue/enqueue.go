@@ -248,6 +248,13 @@ func (q *Queue) Enqueue(ctx context.Context, ts []Task) ([]Result, Acked, error)
 	if err != nil {
 		return nil, Acked{}, err
 	}
+	return q.enqueueChecked(ctx, ts, prefix)
+}
+
+// enqueueChecked is Enqueue of tasks check accepted, prefix their call status prefix (a
+// Batcher checks each call once, as it arrives, and puts only calls of one prefix in a
+// script).
+func (q *Queue) enqueueChecked(ctx context.Context, ts []Task, prefix string) ([]Result, Acked, error) {
 	node, addr, err := q.node(ctx)
 	if err != nil {
 		return nil, Acked{}, fmt.Errorf("enqueue: %w", err)
