@@ -3,6 +3,7 @@ package receiver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -426,4 +427,22 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Fatalf("scripts carried %v requests, want %d", sum, distinct+resends)
 	}
 	t.Logf("%d requests in %d scripts", distinct+resends, m.GetHistogram().GetSampleCount())
+}
+
+// TestBoundedSaysWhy: an enqueue that fails with a deadline says Redis did not answer in
+// time, also when the deadline that ended it was the shared script's, which may pass a
+// moment before the request's own context reports it (enqueue.Batcher).
+func TestBoundedSaysWhy(t *testing.T) {
+	for _, ctxDeadlines := range []bool{true, false} {
+		_, err := bounded(context.Background(), time.Hour, ctxDeadlines, func(context.Context) (int, error) {
+			return 0, fmt.Errorf("enqueue: %w", context.DeadlineExceeded) // the script's deadline, not ours
+		})
+		if err == nil || !strings.Contains(err.Error(), "redis did not answer within 1h0m0s") || failureReason(err) != reasonTimeout {
+			t.Errorf("ctxDeadlines %v: %v (reason %s), want a timeout that says so", ctxDeadlines, err, failureReason(err))
+		}
+		boom := errors.New("ERR boom")
+		if _, err := bounded(context.Background(), time.Hour, ctxDeadlines, func(context.Context) (int, error) { return 0, boom }); err != boom {
+			t.Errorf("ctxDeadlines %v: another error came back as %v", ctxDeadlines, err)
+		}
+	}
 }

@@ -384,10 +384,7 @@ func bounded[T any](ctx context.Context, d time.Duration, ctxDeadlines bool, fn 
 	defer cancel()
 	if ctxDeadlines {
 		v, err := fn(ctx)
-		if err != nil && ctx.Err() != nil { // go-redis's i/o timeout, or a retry given up
-			return v, fmt.Errorf("receiver: redis did not answer within %s: %w (%w)", d, ctx.Err(), err)
-		}
-		return v, err
+		return v, timedOut(ctx, d, err)
 	}
 	type outcome struct {
 		v   T
@@ -400,10 +397,27 @@ func bounded[T any](ctx context.Context, d time.Duration, ctxDeadlines bool, fn 
 	}()
 	select {
 	case o := <-done:
-		return o.v, o.err
+		return o.v, timedOut(ctx, d, o.err)
 	case <-ctx.Done():
 		var zero T
 		return zero, fmt.Errorf("receiver: redis did not answer within %s: %w", d, ctx.Err())
+	}
+}
+
+// timedOut says of an error that came with ctx's deadline that Redis did not answer in
+// time. The error may come a moment before ctx reports it: the script that carried the
+// request ran under a deadline of its own (enqueue.Batcher's, its first caller's), whose
+// timer can fire first.
+func timedOut(ctx context.Context, d time.Duration, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil: // go-redis's i/o timeout, or a retry given up
+		return fmt.Errorf("receiver: redis did not answer within %s: %w (%w)", d, ctx.Err(), err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("receiver: redis did not answer within %s: %w", d, err)
+	default:
+		return err
 	}
 }
 
