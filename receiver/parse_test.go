@@ -175,3 +175,39 @@ func TestParseSkippedValuesStrict(t *testing.T) {
 		})
 	}
 }
+
+// TestSkipValue: the split finds where each top-level value ends and counts the containers
+// and elements decodeCost charges for, ignoring whatever strings hold.
+func TestSkipValue(t *testing.T) {
+	for _, tc := range []struct {
+		in                     string
+		end                    int // -1: refused
+		objects, arrays, elems int64
+	}{
+		{in: `"a,{b]"`, end: 7},
+		{in: `12.5e3,`, end: 6},
+		{in: `true}`, end: 4},
+		{in: `{}`, end: 2, objects: 1},
+		{in: `[1, 2 ,3] ,"x"`, end: 9, arrays: 1, elems: 2},
+		{in: `{"a":[{"b":"}]"},{}],"c":"\"{"} tail`, end: 31, objects: 3, arrays: 1, elems: 2},
+		{in: `{"k":"ends with backslash\\"}`, end: 29, objects: 1},
+		{in: "{\n  \"a\": [\n    [9.43, 13.38]\n  ]\n}", end: 34, objects: 1, arrays: 2, elems: 1},
+		{in: `{"a":"unterminated}`, end: -1},
+		{in: `[[1,2]`, end: -1},
+		{in: ``, end: -1},
+	} {
+		var top topLevel
+		end, ok := top.skipValue([]byte(tc.in), 0)
+		if !ok {
+			end = -1
+		}
+		if end != tc.end {
+			t.Errorf("%q: end %d, want %d", tc.in, end, tc.end)
+			continue
+		}
+		if ok && (top.objects != tc.objects || top.arrays != tc.arrays || top.elems != tc.elems) {
+			t.Errorf("%q: counted %d objects, %d arrays, %d elements; want %d, %d, %d",
+				tc.in, top.objects, top.arrays, top.elems, tc.objects, tc.arrays, tc.elems)
+		}
+	}
+}
