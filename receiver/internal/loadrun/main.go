@@ -6,6 +6,7 @@
 //	       splice per request
 //	naive  serve the naive baseline receiver: gin, bind the JSON into a 2-field struct,
 //	       one asynq Client.Enqueue with TaskID, no auth
+//	http   serve the HTTP ceiling: gin reads the body and answers 200, no decode, no Redis
 //	floor  the bare-enqueue floor: asynq Client.Enqueue in a loop (closed, -c workers) or
 //	       at -rate (open loop), no HTTP
 //	gen    the open-loop (or -c closed-loop) HTTP generator
@@ -25,7 +26,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	naivepkg "github.com/miitel-crm-sync/miitel-crm-sync/receiver/internal/naive"
 	"io"
 	"net"
 	"net/http"
@@ -38,11 +38,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/miitel-crm-sync/miitel-crm-sync/examples"
+	naivepkg "github.com/miitel-crm-sync/miitel-crm-sync/receiver/internal/naive"
 	"github.com/miitel-crm-sync/miitel-crm-sync/worker/tasks"
 )
 
@@ -54,10 +56,10 @@ const marker = "LOADRUN-CALL-ID"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadrun body|naive|floor|gen|check [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadrun body|naive|http|floor|gen|check [flags]")
 		os.Exit(2)
 	}
-	cmds := map[string]func([]string) error{"body": body, "naive": naive, "floor": floor, "gen": gen, "check": check}
+	cmds := map[string]func([]string) error{"body": body, "naive": naive, "http": httpOnly, "floor": floor, "gen": gen, "check": check}
 	f, ok := cmds[os.Args[1]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "loadrun: unknown subcommand %q\n", os.Args[1])
@@ -120,13 +122,36 @@ func naive(args []string) error {
 	_ = fs.Parse(args)
 	rdb := redis.NewClient(&redis.Options{Addr: *addr})
 	client := asynq.NewClientFromRedisClient(rdb)
-	e := naivepkg.Handler(client, *queue)
-	ln, err := net.Listen("tcp", *listen)
+	return serve(*listen, naivepkg.Handler(client, *queue))
+}
+
+// httpOnly is the HTTP ceiling: gin reads the body and answers the naive receiver's 200,
+// with no decode and no Redis. What the generator, the kernel's loopback and net/http cost
+// together on this machine; every receiver pays it on top of its own work.
+func httpOnly(args []string) error {
+	fs := flag.NewFlagSet("http", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	_ = fs.Parse(args)
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.POST("/*path", func(c *gin.Context) {
+		if _, err := c.GetRawData(); err != nil {
+			c.AbortWithStatus(http.StatusBadRequest)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"status": "accepted", "call_id": "-"})
+	})
+	return serve(*listen, e)
+}
+
+// serve serves h on listen until interrupted, printing the address it listens on.
+func serve(listen string, h http.Handler) error {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
 	fmt.Println(ln.Addr().String())
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, os.Kill)
 	defer stop()
 	go func() { <-ctx.Done(); _ = srv.Close() }()
