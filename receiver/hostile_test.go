@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -137,6 +138,29 @@ func utf8Msg(off int) string {
 
 func surrogateMsg(esc string, off int) string {
 	return "request body is not valid UTF-8: the escape " + esc + " at offset " + strconv.Itoa(off) + " is a lone UTF-16 surrogate, not a character"
+}
+
+// TestShortUnicodeEscapeNearTheEndRefused: a \u escape cut short within six bytes of the
+// body's end (`{"a":"\ud"}`) once sent the surrogate scan past the body and panicked into
+// a 500, which MiiTel retries; it is malformed JSON, a 400 that names where.
+func TestShortUnicodeEscapeNearTheEndRefused(t *testing.T) {
+	for _, body := range []string{`{"a":"\ud"}`, `{"a":"\uD8"}`, `{"a":"\udc0"}`, `{"a":"\ud8"`, `"\ud`} {
+		t.Run(body, func(t *testing.T) {
+			h := newHarness(t)
+			resp, got := h.post("/webhooks/miitel/open", []byte(body), nil)
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400: %s", resp.StatusCode, got)
+			}
+			var eb errorBody
+			if err := json.Unmarshal(got, &eb); err != nil || eb.Code != "malformed_json" ||
+				!strings.HasPrefix(eb.Error, "malformed JSON at byte ") {
+				t.Errorf("error body %s, want malformed_json at a byte offset", got)
+			}
+			if n := h.redisKeys(); n != 0 {
+				t.Errorf("refused body wrote %d redis keys", n)
+			}
+		})
+	}
 }
 
 // TestVideoEventRefusedByName: MiiTel's video-meeting event is not call history. The

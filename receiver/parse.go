@@ -668,8 +668,13 @@ func checkText(body []byte) error {
 		}
 		r, ok := hex4(body, i+2)
 		switch {
-		case !ok || r < 0xd800 || r > 0xdfff:
-			// not a surrogate (or not hex: the JSON parser reports it)
+		case !ok:
+			// not four hex digits, perhaps cut short by the body's end: validEscapes
+			// reports it. Past the "\u" only: six bytes on may be past the end.
+			i += 2
+			continue
+		case r < 0xd800 || r > 0xdfff:
+			// not a surrogate
 		case r <= 0xdbff:
 			if lowSurrogateAt(body, i+6) {
 				i += 12
