@@ -220,3 +220,15 @@ func serve(b *testing.B, h http.Handler, path string, body []byte) {
 		b.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
 	}
 }
+
+// BenchmarkDecodeAny: a top-level string with an escape, as a Go or JavaScript encoder
+// writes MiiTel's params_key (the load runs' bodies are such).
+func BenchmarkDecodeAny(b *testing.B) {
+	raw := []byte(`"z\u0026aH+\u0026Kz8saC"`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeAny(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

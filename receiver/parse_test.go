@@ -1,8 +1,11 @@
 package receiver
 
 import (
+	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -210,4 +213,37 @@ func TestSkipValue(t *testing.T) {
 				tc.in, top.objects, top.arrays, top.elems, tc.objects, tc.arrays, tc.elems)
 		}
 	}
+}
+
+// FuzzDecodeAnyMatchesDecoder pins decodeAny's fast paths (a plain string taken as its
+// bytes, any other string through json.Unmarshal) to what a UseNumber Decoder, which
+// decodes every other value, says of the same top-level value: the same error or none,
+// and the same value, for every value splitTop hands it (text checkText has passed: a
+// body with invalid UTF-8 or a lone surrogate never gets that far).
+func FuzzDecodeAnyMatchesDecoder(f *testing.F) {
+	for _, s := range []string{`"z&aH+&Kz8saC"`, `"z\u0026aH+\u0026Kz8saC"`, `"\ud83d\ude00"`, `"\ud83d"`,
+		`"a\/b\"c\\"`, `"\x"`, `"\u12"`, "\"\x01\"", "\"\xff\"", `""`, `"`, `"a"b"`, `7`, `{"a":1.5}`, `null`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if checkText(raw) != nil {
+			return
+		}
+		got, gotErr := decodeAny(raw)
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		var want any
+		wantErr := dec.Decode(&want)
+		if wantErr == nil {
+			if _, err := dec.Token(); err != io.EOF {
+				wantErr = errors.New("trailing data")
+			}
+		}
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("decodeAny(%q): err %v, the Decoder's %v", raw, gotErr, wantErr)
+		}
+		if gotErr == nil && !cmp.Equal(got, want) {
+			t.Fatalf("decodeAny(%q) = %#v, the Decoder's %#v", raw, got, want)
+		}
+	})
 }
