@@ -221,7 +221,7 @@ func serve(b *testing.B, h http.Handler, path string, body []byte) {
 	}
 }
 
-// BenchmarkDecodeAny: a top-level string with an escape, as a Go or JavaScript encoder
+// BenchmarkDecodeAny: a top-level string with an escape, as Go's encoding/json
 // writes MiiTel's params_key (the load runs' bodies are such).
 func BenchmarkDecodeAny(b *testing.B) {
 	raw := []byte(`"z\u0026aH+\u0026Kz8saC"`)

@@ -593,7 +593,7 @@ func decodeAny(raw []byte) (any, error) {
 	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
 		return string(raw[1 : len(raw)-1]), nil
 	}
-	// Any other string (an escaped "&" is "\u0026" from a Go or JavaScript encoder) is
+	// Any other string (Go's encoding/json writes "&" as "\u0026") is
 	// encoding/json's verdict and value as the Decoder's below would be, without its
 	// buffer: a string holds no number for UseNumber to keep. The split has found the
 	// closing quote, so nothing trails it.
