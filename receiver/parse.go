@@ -587,17 +587,16 @@ func plainString(s []byte) bool {
 func isNull(raw []byte) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
 
 func decodeAny(raw []byte) (any, error) {
-	// A string without escapes (a payload credential, a team name) is its bytes: no
-	// decoder needed. Its closing quote is the split's; control characters still go to
-	// the decoder, which refuses them.
-	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
-		return string(raw[1 : len(raw)-1]), nil
-	}
-	// Any other string (Go's encoding/json writes "&" as "\u0026") is
-	// encoding/json's verdict and value as the Decoder's below would be, without its
-	// buffer: a string holds no number for UseNumber to keep. The split has found the
-	// closing quote, so nothing trails it.
-	if len(raw) >= 2 && raw[0] == '"' {
+	if len(raw) > 0 && raw[0] == '"' {
+		// A string without escapes (a payload credential, a team name) is its bytes. Its
+		// closing quote is the split's; control characters go to encoding/json, which
+		// refuses them.
+		if len(raw) >= 2 && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
+			return string(raw[1 : len(raw)-1]), nil
+		}
+		// Any other string (Go's encoding/json writes "&" as "\u0026") gets encoding/json's
+		// verdict and value, as from the Decoder below but without its buffer: a string
+		// holds no number for UseNumber to keep.
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return nil, err
